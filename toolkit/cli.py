@@ -1,0 +1,74 @@
+"""The `selfhost` command: composes the command modules and maps errors to exit codes. No logic here."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from toolkit import __version__
+from toolkit.errors import SelfhostError
+
+app = typer.Typer(
+    name="selfhost",
+    help="Size GPU hardware for open-weight LLMs, then deploy and run locked-down vLLM servers on your own hosts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from toolkit import output
+
+        output.line(f"selfhost {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """selfhost: plan → render → deploy → operate."""
+
+
+def _register() -> None:
+    # Command modules import only what they need at call time, so `selfhost plan` stays light.
+    from toolkit.commands import catalog, deploy, plan
+
+    for module in (plan, catalog, deploy):
+        module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app; a SelfhostError becomes a message and an exit code, never a traceback."""
+    from toolkit import output
+
+    _register()
+    try:
+        app(args=argv, standalone_mode=False)
+    except SelfhostError as exc:
+        if os.environ.get("SELFHOST_DEBUG"):
+            raise
+        output.error(exc)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        output.line("interrupted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        output.line("aborted")
+        sys.exit(1)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if os.environ.get("SELFHOST_DEBUG"):
+            raise
+        output.error(SelfhostError(f"internal error: {exc!r}", hint="set SELFHOST_DEBUG=1 for a traceback and report it"))
+        sys.exit(1)

@@ -1,0 +1,123 @@
+"""The contract between the renderer and the playbooks: the variables serialized to `env/extravars`.
+
+`render` builds one `DeployVars` from the Plan and the site; the roles under `playbooks/roles/`
+read exactly these names (their `defaults/main.yml` document the same names). Nothing here is
+templated: the bundle's extravars file is `DeployVars.model_dump()` written as YAML.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from toolkit.spec import Strict
+
+
+class ImageArtifact(Strict):
+    ref: str
+    """Image reference as the container runtime names it (`selfhost/vllm-cpu:0.32.0`)."""
+    tarball: str | None = None
+    """Control-node path of a `docker save` tarball to ship (air-gapped); None = pull from the site registry."""
+    sha256: str | None = None
+    """SHA-256 of the tarball; the host refuses a tarball that does not match."""
+
+
+class TlsConfig(Strict):
+    mode: Literal["internal-ca", "site"] = "internal-ca"
+    """`internal-ca`: a CA kept in the site folder signs a certificate per host; `site`: the site's own files."""
+    ca_cert: str
+    """Control-node path of the CA certificate clients trust."""
+    ca_key: str | None = None
+    """Control-node path of the CA key (internal-ca mode only; stays in the site folder, mode 0600)."""
+    cert: str | None = None
+    """Control-node path of the site certificate (site mode)."""
+    key: str | None = None
+    """Control-node path of the site private key (site mode)."""
+
+
+class DeployVars(Strict):
+    selfhost_name: str
+    """Deployment name; prefixes containers, networks and directories."""
+    selfhost_plan_digest: str
+    """Digest of the plan this bundle came from (audit, drift detection)."""
+    selfhost_device: Literal["gpu", "cpu"]
+    """Accelerator kind; GPU-only tasks run only when `gpu`."""
+    selfhost_root: str = "/opt/selfhost"
+    """Base directory on each host."""
+
+    # Preflight
+    selfhost_preflight_min_memory_gib: float
+    """Host RAM needed (weights are staged through page cache; CPU mode holds KV in RAM)."""
+    selfhost_preflight_min_disk_gib: float
+    """Free disk needed under selfhost_root: weights ×2 (upgrade keeps the previous release) + images."""
+    selfhost_preflight_cpu_flags: list[str] = []
+    """CPU flags the engine needs (CPU mode: avx512f)."""
+    selfhost_preflight_gpu_count: int = 0
+    """GPUs the plan uses per host."""
+    selfhost_preflight_gpu_memory_gib: float = 0.0
+    """Free memory each GPU must have at start-up (total × gpu_memory_utilization)."""
+    selfhost_preflight_driver_min: str | None = None
+    """Lowest NVIDIA driver the image's CUDA runs on."""
+
+    # Runtime
+    selfhost_runtime_install_docker: bool = True
+    """Install the Docker engine from the site's package mirror when missing."""
+    selfhost_runtime_nvidia: bool = False
+    """Install/hold the NVIDIA driver and container toolkit (GPU hosts)."""
+    selfhost_runtime_driver_package: str | None = None
+    """Driver package to install and hold (e.g. `nvidia-driver-550-server`)."""
+
+    # Images
+    selfhost_images_vllm: ImageArtifact
+    """The inference server image."""
+    selfhost_images_gateway: ImageArtifact
+    """The TLS gateway image."""
+
+    # Weights
+    selfhost_weights_source: str
+    """Control-node directory holding the weights (the in-network mirror, mounted or synced)."""
+    selfhost_weights_manifest: str
+    """Bundle path of the SHA-256 manifest (`sha256sum` format, paths relative to the model dir)."""
+    selfhost_weights_dir: str
+    """Host directory the weights are copied to (mounted read-only into the server)."""
+
+    # Inference server
+    selfhost_vllm_container: str
+    """Container name of the inference server."""
+    selfhost_vllm_argv: list[str]
+    """Exact server arguments (the image's entrypoint is the OpenAI API server)."""
+    selfhost_vllm_env: dict[str, str]
+    """Environment of the server: offline switches, telemetry off, device settings."""
+    selfhost_vllm_model_mount: str
+    """Where the weights appear inside the container."""
+    selfhost_vllm_port: int = 8000
+    """Port the server listens on inside the internal network."""
+    selfhost_vllm_gpus: str | None = None
+    """GPU request (`all` or a count) for the container; None on CPU."""
+    selfhost_vllm_shm_size: str = "2g"
+    """/dev/shm size (tensor parallel needs more than Docker's 64 MB)."""
+    selfhost_vllm_ipc_host: bool = False
+    """Share the host IPC namespace (NCCL with tensor parallel)."""
+    selfhost_vllm_health_start_period_s: int
+    """Health-check grace period, from the plan's load-time estimate (slow loads are not killed)."""
+    selfhost_vllm_served_model_name: str
+    """Model name clients use."""
+
+    # Network and gateway
+    selfhost_network_internal: str
+    """Docker network with no route out: the server lives only here."""
+    selfhost_network_edge: str
+    """Docker network of the gateway's published port."""
+    selfhost_gateway_container: str
+    """Container name of the TLS gateway."""
+    selfhost_gateway_port: int = 443
+    """Port the gateway publishes on the host (the only listener outside)."""
+    selfhost_gateway_config: str
+    """Bundle path of the rendered gateway (nginx) configuration."""
+    selfhost_gateway_max_body: str = "4m"
+    """Request size limit at the gateway."""
+    selfhost_tls: TlsConfig
+    """Certificate source."""
+
+    # Verify
+    selfhost_verify_egress_probe: str | None = None
+    """`host:port` the server container must NOT reach after lockdown (None: the host's default gateway)."""
