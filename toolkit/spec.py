@@ -231,6 +231,8 @@ class QuantSpec(Strict):
     """Plain statement of the accuracy cost, printed beside the choice."""
     repo_suffixes: list[str] = []
     """Repo-id suffixes that signal this quantization (`-AWQ`, `-GPTQ-Int4`, `-FP8`)."""
+    pad_hidden_to: int | None = None
+    """Kernels pad quantized expert matrices' hidden dimension to this multiple at load (MXFP4: 256)."""
 
 
 class ApiPrice(Strict):
