@@ -32,6 +32,8 @@ class TlsConfig(Strict):
     """Control-node path of the site certificate (site mode)."""
     key: str | None = None
     """Control-node path of the site private key (site mode)."""
+    host_dir: str | None = None
+    """Control-node directory with `<inventory_hostname>.crt` / `.key` per host (internal-ca mode; keys 0600)."""
 
 
 class DeployVars(Strict):
@@ -50,7 +52,7 @@ class DeployVars(Strict):
     selfhost_preflight_min_disk_gib: float
     """Free disk needed under selfhost_root: weights ×2 (upgrade keeps the previous release) + images."""
     selfhost_preflight_cpu_flags: list[str] = []
-    """CPU flags the engine needs (CPU mode: avx512f)."""
+    """CPU flags the engine needs (CPU mode: avx2, the floor of vLLM's x86 CPU build)."""
     selfhost_preflight_gpu_count: int = 0
     """GPUs the plan uses per host."""
     selfhost_preflight_gpu_memory_gib: float = 0.0
@@ -76,7 +78,7 @@ class DeployVars(Strict):
     selfhost_weights_source: str
     """Control-node directory holding the weights (the in-network mirror, mounted or synced)."""
     selfhost_weights_manifest: str
-    """Bundle path of the SHA-256 manifest (`sha256sum` format, paths relative to the model dir)."""
+    """SHA-256 manifest, relative to the bundle root (`sha256sum` format, paths relative to the model dir)."""
     selfhost_weights_dir: str
     """Host directory the weights are copied to (mounted read-only into the server)."""
 
@@ -101,6 +103,14 @@ class DeployVars(Strict):
     """Health-check grace period, from the plan's load-time estimate (slow loads are not killed)."""
     selfhost_vllm_served_model_name: str
     """Model name clients use."""
+    selfhost_vllm_healthcheck: list[str]
+    """Container health test (Docker `CMD` form, first item `CMD`); needs only python3 in the image."""
+    selfhost_health_interval_s: int = 10
+    """Seconds between health probes (both containers)."""
+    selfhost_health_timeout_s: int = 5
+    """Seconds one health probe may take."""
+    selfhost_health_retries: int = 3
+    """Failed probes in a row (after the start period) before a container counts as unhealthy."""
 
     # Network and gateway
     selfhost_network_internal: str
@@ -110,13 +120,25 @@ class DeployVars(Strict):
     selfhost_gateway_container: str
     """Container name of the TLS gateway."""
     selfhost_gateway_port: int = 443
-    """Port the gateway publishes on the host (the only listener outside)."""
+    """Port the gateway publishes on the host (the only listener outside); nginx listens on 443 inside."""
+    selfhost_gateway_dir: str
+    """Host directory mounted read-only at `selfhost_gateway_mount`: nginx.conf, api-keys.conf (root-only), tls/server.{crt,key}."""
+    selfhost_gateway_mount: str = "/etc/selfhost/gateway"
+    """Where `selfhost_gateway_dir` appears inside the gateway container (nginx.conf names files under it)."""
+    selfhost_gateway_argv: list[str]
+    """Command of the gateway container (nginx in the foreground with the rendered config)."""
+    selfhost_gateway_healthcheck: list[str]
+    """Gateway container health test (Docker `CMD` form); probes nginx itself, not the model."""
     selfhost_gateway_config: str
-    """Bundle path of the rendered gateway (nginx) configuration."""
+    """Rendered gateway (nginx) configuration, relative to the bundle root; installed as `selfhost_gateway_mount`/nginx.conf."""
     selfhost_gateway_max_body: str = "4m"
     """Request size limit at the gateway."""
     selfhost_tls: TlsConfig
     """Certificate source."""
+
+    # Reboots
+    selfhost_systemd_unit: str
+    """Name of the systemd unit (`files/systemd/selfhost.service` installed under this name) that starts both containers at boot."""
 
     # Verify
     selfhost_verify_egress_probe: str | None = None

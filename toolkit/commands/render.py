@@ -1,0 +1,44 @@
+"""`selfhost render PLAN -i SITE`: write the deployment bundle for review, then `selfhost deploy`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from toolkit.options import InventoryOpt, JsonOpt, PlanArg
+
+EXAMPLES = [
+    "selfhost render plan.yml -i sites/prod",
+    "selfhost render plan.yml -i sites/prod --weights /srv/models/llama-8b --out build/llama-8b",
+]
+
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle folder (default: build/<plan name>).")]
+WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="Model folder on this machine (overrides selfhost_weights_source).")]
+
+
+def render(plan: PlanArg, inventory: InventoryOpt, out: OutOpt = None, weights: WeightsOpt = None,
+           json: JsonOpt = False) -> None:
+    """Render PLAN for the hosts of SITE into a bundle folder (nothing is contacted)."""
+    from toolkit import output
+    from toolkit.plan import Plan
+    from toolkit.render import render as do_render
+    from toolkit.site import load_site
+
+    the_plan = Plan.load(plan)
+    bundle = do_render(the_plan, load_site(inventory), out or Path("build") / the_plan.name, weights_source=weights)
+    if json:
+        output.as_json({"bundle": str(bundle.path), "files": bundle.files,
+                        "vars": bundle.vars.model_dump(mode="json")})
+        return
+    output.line(f"rendered {bundle.path}/")
+    for name in bundle.files:
+        if not name.startswith("project/"):  # the playbook copy is the same every time
+            output.line(f"  {name}")
+    output.line("  project/  (playbooks)")
+    output.line(f"next: review {bundle.path}/files/, then `selfhost deploy {bundle.path}`")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("render", epilog="Examples: " + "; ".join(EXAMPLES))(render)
