@@ -79,8 +79,8 @@ def from_directory(path: Path) -> ResolvedModel:
                     embedding_bytes += nbytes
     if not tensors or prequantized:
         params = _estimate_params(geo)  # packed int4 tensors hide the real parameter count
-    geo["vision_params_b"] = round(vision_params / 1e9, 3)
-    geo["params_b"] = round(params / 1e9, 3)
+    geo["vision_params_b"] = round(vision_params / 1e9, 6)
+    geo["params_b"] = round(params / 1e9, 6)
     if prequantized:
         geo["native_quantization"] = q.name
 
@@ -336,14 +336,22 @@ _GEOMETRY_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "nu
 
 def _finish(geo: dict, ident: str, name_hint: str, note: str) -> tuple[ModelSpec, str]:
     """Build the ModelSpec; borrow licence/family from a catalog entry with the same geometry."""
-    def key(d) -> tuple:
+    def key(d, with_context: bool) -> tuple:
         get = d.get if isinstance(d, dict) else lambda k: getattr(d, k)
         moe = get("moe")
-        return tuple(get(k) for k in _GEOMETRY_KEYS) + ((moe.num_experts if moe else 0),)
+        ctx = (get("max_position_embeddings"),) if with_context else ()
+        return tuple(get(k) for k in _GEOMETRY_KEYS) + ((moe.num_experts if moe else 0),) + ctx
 
-    want = key(geo)
     named = find_by_name(name_hint)
-    matches = [named] if named is not None and key(named) == want else [m for m in catalog.models() if key(m) == want]
+    if named is not None and key(named, False) == key(geo, False):
+        matches = [named]
+    else:
+        # Same geometry and context first (tells Llama 3 8B from 3.1 8B); else geometry alone when every
+        # such entry carries the same licence (a fine-tune that changed the context length).
+        matches = [m for m in catalog.models() if key(m, True) == key(geo, True)]
+        if not matches:
+            loose = [m for m in catalog.models() if key(m, False) == key(geo, False)]
+            matches = loose if len({m.license for m in loose}) == 1 else []
     if matches:
         base = matches[0]
         fields = {**geo, "family": base.family, "license": base.license, "openness": base.openness,
@@ -450,7 +458,7 @@ def from_gguf(path: Path) -> ResolvedModel:
 
     weight_bytes = sum(int(t.n_bytes) for t in reader.tensors)
     embedding_bytes = sum(int(tensors[n].n_bytes) for n in ("token_embd.weight", "output.weight") if n in tensors)
-    geo["params_b"] = round(sum(int(t.n_elements) for t in reader.tensors) / 1e9, 3)
+    geo["params_b"] = round(sum(int(t.n_elements) for t in reader.tensors) / 1e9, 6)
     q = _gguf_quant(reader, get("general.file_type"))
     geo["native_quantization"] = q.name
     spec, base = _finish(geo, str(path), str(get("general.name", path.stem)), f"GGUF file {path.name}.")

@@ -1,0 +1,70 @@
+"""`selfhost models` and `selfhost gpus`: list the built-in catalog (like `sky show-gpus`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from toolkit.options import JsonOpt
+
+FamilyOpt = Annotated[Optional[str], typer.Option("--family", "-f", help="Only this model family (e.g. qwen3, llama3.1).")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("models", help="List catalog models (geometry, context, licence).")(models_cmd)
+    app.command("gpus", help="List catalog GPUs (memory, bandwidth, compute, price).")(gpus_cmd)
+
+
+def models_cmd(json_out: JsonOpt = False, family: FamilyOpt = None) -> None:
+    from toolkit import catalog, output
+    from toolkit.errors import CatalogError
+
+    specs = catalog.models()
+    if family:
+        specs = [s for s in specs if s.family.lower() == family.lower()]
+        if not specs:
+            families = sorted({s.family for s in catalog.models()})
+            raise CatalogError(f"no models in family '{family}'", fix="families: " + ", ".join(families), hint="selfhost models")
+    if json_out:
+        output.as_json([s.model_dump(mode="json") for s in specs])
+        return
+    rows = [
+        [s.id, s.aliases[0] if s.aliases else "", f"{s.params_b:g}B", s.num_hidden_layers, _context(s.max_position_embeddings),
+         _kv_kib(s), s.license]
+        for s in specs
+    ]  # fmt: skip
+    output.table(None, ["model", "alias", "params", "layers", "ctx", "KV KiB/tok", "licence"], rows)
+    output.line("KV KiB/tok: bf16 KV cache per token over full-attention layers (sliding layers are bounded).", style="dim")
+
+
+def gpus_cmd(json_out: JsonOpt = False) -> None:
+    from toolkit import catalog, output
+
+    specs = catalog.gpus()
+    if json_out:
+        output.as_json([g.model_dump(mode="json") for g in specs])
+        return
+    rows = [
+        [g.name, f"{g.memory_gib:.2f}", f"{g.bandwidth_gbs:g}", f"{g.bf16_tflops:g}", "yes" if g.fp8_tflops else "no",
+         f"{g.compute_capability:g}" if g.vendor == "nvidia" else g.vendor, f"${g.street_price_usd:,.0f}",
+         f"${g.cloud_hourly_usd:.2f}" if g.cloud_hourly_usd is not None else "-"]
+        for g in specs
+    ]  # fmt: skip
+    output.table(None, ["gpu", "GiB", "GB/s", "bf16 TFLOPS", "fp8", "CC", "price", "$/h"], rows)
+    defaults = ", ".join(f"{short} = {full}" for short, full in catalog.GPU_DEFAULTS.items())
+    output.line(f"GiB: memory as the CUDA runtime reports it; TFLOPS dense. Short names: {defaults}.", style="dim")
+
+
+def _context(tokens: int) -> str:
+    return f"{tokens // 1024}k" if tokens % 1024 == 0 else f"{tokens:,}"
+
+
+def _kv_kib(spec) -> str:
+    """bf16 KV bytes per token over the full-attention layers, KiB (MLA: latent + rope key)."""
+    full = sum(1 for kind in spec.attention_layers() if kind == "full")
+    if spec.mla is not None:
+        per_layer = (spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim) * 2
+    else:
+        per_layer = 2 * spec.num_key_value_heads * spec.head_dim * 2
+    return f"{round(full * per_layer / 1024, 1):g}"
