@@ -33,7 +33,7 @@ def ensure_ca(pki_dir: Path, *, name: str = "selfhost internal CA") -> tuple[Pat
     if crt.exists() or key_path.exists():
         raise RenderError(f"{pki_dir}: only one of ca.crt / ca.key exists",
                           fix="restore the missing file, or remove both to create a new CA (clients must then trust it again)")
-    pki_dir.mkdir(parents=True, exist_ok=True)
+    pki_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds private keys
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = _now()
@@ -81,7 +81,7 @@ def ensure_host_cert(pki_dir: Path, host: str, sans: list[str]) -> tuple[Path, P
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
     key_path.unlink(missing_ok=True)
     _write_secret(key_path, _key_pem(key))
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

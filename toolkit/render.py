@@ -63,6 +63,12 @@ class Bundle:
 
 def render(plan: Plan, site: Site, out: Path, *, weights_source: Path | None = None,
            images: dict | None = None) -> Bundle:
+    """Write the bundle for `plan` on `site` to `out` (replacing an older bundle there atomically).
+
+    weights_source: control-node model folder (default: the site's selfhost_weights_source).
+    images: per-image overrides, `{"vllm"|"gateway": ImageArtifact | {"ref", "tarball", "sha256"}}`.
+    Side effects outside `out`: the site's internal CA / host certificates and its hash cache.
+    """
     if not NAME_RE.match(plan.name):
         raise RenderError(f"plan name '{plan.name}' cannot name containers",
                           fix="use letters, digits, '.', '_' or '-' (e.g. llama-8b) in `name:` of plan.yml")

@@ -210,3 +210,280 @@ def test_weight_hashes_are_cached(tmp):
     (weights / "model.safetensors").write_bytes(b"changed")  # new size → hashed again
     bundle = render(plan, site, tmp / "out", weights_source=weights)
     assert "c" * 64 not in (bundle.path / "files/weights.sha256").read_text()
+
+
+# ---------------------------------------------------------------- template rules
+
+def test_templates_hold_no_decisions():
+    forbidden = re.compile(r"\{%-?\s*if\b|\bis\s+(not\s+)?defined\b|\bdefault\s*\(")
+    offenders = []
+    for path in sorted(packaged_dir().rglob("*.j2")):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if forbidden.search(line):
+                offenders.append(f"{path.relative_to(packaged_dir())}:{n}: {line.strip()}")
+    assert not offenders, "decide in toolkit/render.py, not in templates:\n" + "\n".join(offenders)
+
+
+def test_every_packaged_template_is_used_by_some_device():
+    from toolkit.render import template_outputs
+    used = set(template_outputs("gpu").values()) | set(template_outputs("cpu").values())
+    assert used == set(list_templates())
+
+
+def test_strict_undefined(tmp):
+    over = tmp / "templates"
+    (over / "vllm").mkdir(parents=True)
+    (over / "vllm" / "vllm.env.j2").write_text("{{ deploy.no_such_field }}\n")
+    with pytest.raises(RenderError, match="no_such_field"):
+        Templates(over).render("vllm/vllm.env.j2", {"deploy": object()})
+
+
+def test_site_template_override_is_recorded_in_lock(tmp):
+    site = _site(tmp, HOSTS["cpu-tiny"])
+    (site / "templates" / "vllm").mkdir(parents=True)
+    (site / "templates" / "vllm" / "vllm.env.j2").write_text(
+        "# ours\n{% for k, v in deploy.selfhost_vllm_env.items() %}{{ k }}={{ v }}\n{% endfor %}")
+    bundle = render(CASES["cpu-tiny"](), load_site(site), tmp / "out", weights_source=_weights(tmp))
+    assert (bundle.path / "files/vllm/vllm.env").read_text().startswith("# ours\n")
+    lock = yaml.safe_load((bundle.path / "selfhost.lock.yml").read_text())
+    assert lock["overridden"] == ["vllm/vllm.env.j2"]
+    assert lock["templates"]["vllm/vllm.env.j2"]["source"] == "site"
+    assert lock["templates"]["gateway/nginx.conf.j2"]["source"] == "packaged"
+
+
+# ---------------------------------------------------------------- site folders
+
+def test_init_creates_example_and_never_overwrites(tmp):
+    site = tmp / "prod"
+    created = init_site(site)
+    assert site / "hosts.yml" in created and site / "group_vars" / "inference.yml" in created
+    assert (site / "templates").is_dir()
+    (site / "hosts.yml").write_text("mine\n")
+    with pytest.raises(ConfigError, match="already exists \\(remove it first or pick another name\\)"):
+        init_site(site)
+    assert (site / "hosts.yml").read_text() == "mine\n"
+
+
+def test_fresh_example_site_asks_for_a_host(tmp):
+    init_site(tmp / "s")
+    with pytest.raises(ConfigError) as exc:
+        load_site(tmp / "s")
+    assert exc.value.message == f"{tmp / 's' / 'hosts.yml'}: inference.hosts: needs at least one host"
+
+
+def test_example_group_vars_document_every_setting():
+    from toolkit.resources import data_dir
+    from toolkit.site import SiteSettings
+    text = (data_dir("inventories") / "example" / "group_vars" / "inference.yml").read_text()
+    missing = [name for name in SiteSettings.model_fields if f"# {name}:" not in text]
+    assert not missing
+
+
+@pytest.mark.parametrize("hosts_yml, message", [
+    ("webservers:\n  hosts:\n    a: {}\n", "hosts.yml: no group 'inference' with hosts"),
+    ("inference:\n  hosts:\n    a: [1]\n", "hosts.yml: inference.hosts.a: expected a mapping of host vars"),
+    ("inference: [\n", "hosts.yml: not valid YAML"),
+    ("- a\n", "hosts.yml: expected a mapping at the top level"),
+])
+def test_bad_inventory_names_the_file_and_path(tmp, hosts_yml, message):
+    site = _site(tmp, {"a": None})
+    (site / "hosts.yml").write_text(hosts_yml)
+    with pytest.raises(ConfigError) as exc:
+        load_site(site)
+    assert exc.value.message.startswith(str(site / message.split(":")[0]))
+    assert message in exc.value.message
+
+
+def test_inventory_under_all_children_is_accepted(tmp):
+    site = _site(tmp, {"a": None})
+    (site / "hosts.yml").write_text("all:\n  children:\n    inference:\n      hosts:\n        a:\n          ansible_host: 10.1.1.1\n")
+    loaded = load_site(site)
+    assert [(h.name, h.address) for h in loaded.hosts] == [("a", "10.1.1.1")]
+
+
+def test_missing_site_folder(tmp):
+    with pytest.raises(ConfigError, match="no such site folder"):
+        load_site(tmp / "nope")
+
+
+def test_unknown_group_var_suggests_the_right_key(tmp):
+    site = _site(tmp, {"a": None}, group_vars="ansible_user: x\nselfhost_gateway_prot: 8443\n")
+    with pytest.raises(ConfigError) as exc:
+        load_site(site)
+    assert exc.value.message == (f"{site / 'group_vars' / 'inference.yml'}: unknown key 'selfhost_gateway_prot'"
+                                 " — did you mean 'selfhost_gateway_port'?")
+
+
+def test_connection_vars_pass_through_to_the_inventory(tmp):
+    site = _site(tmp, {"a": {"ansible_host": "10.0.0.5"}},
+                 group_vars="ansible_user: ops\nansible_port: 2200\nansible_ssh_private_key_file: ~/.ssh/k\n"
+                            "selfhost_gateway_port: 8443\nselfhost_ssh_host_key_checking: false\n")
+    loaded = load_site(site)
+    assert loaded.settings.selfhost_gateway_port == 8443
+    bundle = render(CASES["cpu-tiny"](), loaded, tmp / "out", weights_source=_weights(tmp))
+    inv = yaml.safe_load((bundle.path / "inventory/hosts.yml").read_text())
+    assert inv["inference"]["vars"] == {"ansible_user": "ops", "ansible_port": 2200,
+                                        "ansible_ssh_private_key_file": "~/.ssh/k"}
+    assert yaml.safe_load((bundle.path / "env/envvars").read_text())["ANSIBLE_HOST_KEY_CHECKING"] == "False"
+    assert bundle.vars.selfhost_gateway_port == 8443
+
+
+def test_passwords_in_the_inventory_are_refused(tmp):
+    site = _site(tmp, {"a": {"ansible_host": "10.0.0.5", "ansible_become_password": "hunter2"}})
+    with pytest.raises(RenderError, match="ansible_become_password' would copy a secret"):
+        render(CASES["cpu-tiny"](), load_site(site), tmp / "out", weights_source=_weights(tmp))
+    assert not (tmp / "out").exists()
+
+
+def test_weights_folder_is_required(tmp):
+    site = load_site(_site(tmp, HOSTS["cpu-tiny"]))
+    with pytest.raises(RenderError, match="no weights folder given"):
+        render(CASES["cpu-tiny"](), site, tmp / "out")
+    with pytest.raises(RenderError, match="weights folder not found"):
+        render(CASES["cpu-tiny"](), site, tmp / "out", weights_source=tmp / "missing")
+
+
+def test_weights_and_tarballs_from_group_vars_are_site_relative(tmp):
+    site = _site(tmp, HOSTS["cpu-tiny"], group_vars="selfhost_weights_source: ../weights\n"
+                                                    "selfhost_images_vllm_tarball: images/vllm.tar\n")
+    _weights(tmp)
+    (site / "images").mkdir()
+    (site / "images" / "vllm.tar").write_bytes(b"x" * 1024)
+    bundle = render(CASES["cpu-tiny"](), load_site(site), tmp / "out")
+    assert bundle.vars.selfhost_images_vllm.tarball == str((site / "images" / "vllm.tar").absolute())
+    assert bundle.vars.selfhost_images_vllm.sha256 == __import__("hashlib").sha256(b"x" * 1024).hexdigest()
+    assert Path(bundle.vars.selfhost_weights_source) == (site / ".." / "weights").absolute()
+
+
+# ---------------------------------------------------------------- bundle safety
+
+def test_render_replaces_an_existing_bundle_atomically(tmp, monkeypatch):
+    plan = CASES["cpu-tiny"]()
+    site = load_site(_site(tmp, HOSTS["cpu-tiny"]))
+    weights = _weights(tmp)
+    out = tmp / "build" / "tiny"
+    render(plan, site, out, weights_source=weights)
+    (out / "stale-file").write_text("from an older render\n")
+    before = (out / "env/extravars").read_text()
+
+    import toolkit.render as r
+    real = r._write
+    def failing(path, text):
+        if path.name == "RUNBOOK.md":
+            raise OSError("disk full")
+        real(path, text)
+    monkeypatch.setattr(r, "_write", failing)
+    with pytest.raises(OSError):
+        render(plan, site, out, weights_source=weights)
+    assert (out / "stale-file").exists() and (out / "env/extravars").read_text() == before  # untouched
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tiny"]  # no temp dir left behind
+
+    monkeypatch.setattr(r, "_write", real)
+    render(plan, site, out, weights_source=weights)
+    assert not (out / "stale-file").exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tiny"]
+
+
+def test_render_refuses_to_replace_a_folder_that_is_not_a_bundle(tmp):
+    out = tmp / "docs"
+    out.mkdir()
+    (out / "important.txt").write_text("keep me\n")
+    with pytest.raises(RenderError, match="is not a selfhost bundle"):
+        render(CASES["cpu-tiny"](), load_site(_site(tmp, HOSTS["cpu-tiny"])), out, weights_source=_weights(tmp))
+    assert (out / "important.txt").read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_no_secret_material_in_the_bundle(case, tmp):
+    site = _site(tmp, HOSTS[case])
+    bundle = render(CASES[case](), load_site(site), tmp / "out", weights_source=_weights(tmp))
+    keys = [p.read_text() for p in (site / "pki").rglob("*.key")]
+    assert keys
+    for rel in bundle.files:
+        data = (bundle.path / rel).read_bytes()
+        assert b"PRIVATE KEY" not in data, rel
+        assert b"BEGIN CERTIFICATE" not in data, rel
+        assert not any(k.encode() in data for k in keys)
+
+
+def test_rendered_bundle_passes_yamllint(tmp):
+    yamllint = Path(sys.executable).with_name("yamllint")
+    if not yamllint.exists():
+        pytest.skip("yamllint not installed")
+    bundle = render(CASES["gpu-tp1-llama8b-l40s"](), load_site(_site(tmp, HOSTS["gpu-tp1-llama8b-l40s"])),
+                    tmp / "out", weights_source=_weights(tmp))
+    targets = [str(bundle.path / f) for f in ("env/extravars", "env/envvars", "env/settings", "inventory/hosts.yml",
+                                              "prometheus/scrape.yml", "selfhost.lock.yml", "files/docker/compose.yaml")]
+    result = subprocess.run([str(yamllint), "-d", "relaxed", *targets], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+# ---------------------------------------------------------------- PKI
+
+def test_ca_and_host_certs_are_made_once_and_reused(tmp):
+    d = tmp / "pki"
+    crt, key = pki.ensure_ca(d)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    first = crt.read_bytes()
+    assert pki.ensure_ca(d)[0].read_bytes() == first
+
+    sans = pki.sans_for("gpu-01", "10.0.0.11")
+    hcrt, hkey = pki.ensure_host_cert(d, "gpu-01", sans)
+    assert stat.S_IMODE(hkey.stat().st_mode) == 0o600
+    issued = hcrt.read_bytes()
+    assert pki.ensure_host_cert(d, "gpu-01", sans)[0].read_bytes() == issued  # reused
+    pki.ensure_host_cert(d, "gpu-01", pki.sans_for("gpu-01", "10.0.0.99"))
+    assert hcrt.read_bytes() != issued  # new address → new certificate
+
+    from cryptography import x509
+    cert = x509.load_pem_x509_certificate(hcrt.read_bytes())
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate(first))
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(n.value) for n in names} == {"gpu-01", "10.0.0.99", "127.0.0.1", "localhost"}
+
+
+def test_half_a_ca_is_an_error(tmp):
+    d = tmp / "pki"
+    pki.ensure_ca(d)
+    (d / "ca.key").unlink()
+    with pytest.raises(RenderError, match="only one of ca.crt / ca.key exists"):
+        pki.ensure_ca(d)
+
+
+def test_site_tls_mode_needs_its_files(tmp):
+    site = _site(tmp, HOSTS["cpu-tiny"], group_vars="selfhost_tls_mode: site\nselfhost_tls_ca_cert: ca.pem\n")
+    with pytest.raises(RenderError, match="selfhost_tls_ca_cert, selfhost_tls_cert, selfhost_tls_key"):
+        render(CASES["cpu-tiny"](), load_site(site), tmp / "out", weights_source=_weights(tmp))
+    assert not (site / "pki" / "ca.key").exists()  # no internal CA made in site mode
+
+
+# ---------------------------------------------------------------- commands
+
+def _app():
+    import typer
+    from toolkit.commands import deploy
+    app = typer.Typer()
+    deploy.register(app)
+    return app
+
+
+def test_cli_init_and_render(tmp):
+    from typer.testing import CliRunner
+    runner = CliRunner()
+    site = tmp / "prod"
+    res = runner.invoke(_app(), ["init", str(site)])
+    assert res.exit_code == 0, res.output
+    assert "hosts.yml" in res.output
+    res = runner.invoke(_app(), ["init", str(site)])
+    assert res.exit_code != 0 and "already exists" in str(res.exception)
+
+    (site / "hosts.yml").write_text(yaml.safe_dump({"inference": {"hosts": HOSTS["cpu-tiny"]}}))
+    plan_file = tmp / "plan.yml"
+    CASES["cpu-tiny"]().dump(plan_file)
+    out = tmp / "bundle"
+    res = runner.invoke(_app(), ["render", str(plan_file), "-i", str(site), "--out", str(out),
+                                 "--weights", str(_weights(tmp)), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["bundle"] == str(out.absolute()) and "env/extravars" in doc["files"]
+    assert doc["vars"]["selfhost_name"] == "tiny-cpu"
