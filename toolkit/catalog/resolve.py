@@ -65,7 +65,8 @@ def resolve_model(ref: str) -> ResolvedModel:
         q = suffix_quant(ref)
         if q is not None:  # a quantized repo listed in variants.yaml
             return _resolved(spec, ref, q, "variant", prequantized=True)
-        return _native(spec, ref, "variant" if via_variant else "catalog")
+        # An alias names the catalog checkpoint itself; a sibling repo id is served as given.
+        return _native(spec, ref if via_variant else spec.id, "variant" if via_variant else "catalog")
 
     q = suffix_quant(ref)
     stripped = _strip_suffix(ref, q) if q is not None else ref
