@@ -236,7 +236,8 @@ def template_context(plan: Plan, site: Site, dv: DeployVars) -> dict:
         "hardware": _hardware_summary(plan),
         "suggest": {  # concrete numbers for the runbook's "to fix" lines
             "max_model_len": max(plan.vllm.max_model_len // 2, 1024),
-            "tensor_parallel_size": plan.hardware.tensor_parallel_size * 2,
+            "scale_out": (f"spread the model over more GPUs (tensor parallel {plan.hardware.tensor_parallel_size * 2})"
+                          if plan.hardware.device == "gpu" else "give the KV cache more RAM (VLLM_CPU_KVCACHE_SPACE)"),
             "memory_note": _memory_note(plan),
         },
     }
