@@ -46,24 +46,57 @@ def test_gpu_entries_are_plausible(g):
 
 
 REQUIRED_GPUS = {
-    "RTX 3090": "RTX-3090", "RTX 4090": "RTX-4090", "RTX 5090": "RTX-5090", "RTX A6000": "RTX-A6000",
-    "RTX 6000 Ada": "RTX-6000-Ada", "RTX PRO 6000": "RTX-PRO-6000", "T4": "T4", "L4": "L4", "A10": "A10",
-    "A10G": "A10G", "A40": "A40", "L40": "L40", "L40S": "L40S", "A100-40GB": "A100-40GB-SXM",
-    "A100-80GB-SXM": "A100-80GB-SXM", "A100-80GB-PCIe": "A100-80GB-PCIe", "H100 PCIe": "H100-PCIe",
-    "H100 SXM": "H100-SXM", "H100 NVL": "H100-NVL", "H200": "H200", "B200": "B200", "GH200": "GH200",
+    "RTX 3090": "RTX-3090",
+    "RTX 4090": "RTX-4090",
+    "RTX 5090": "RTX-5090",
+    "RTX A6000": "RTX-A6000",
+    "RTX 6000 Ada": "RTX-6000-Ada",
+    "RTX PRO 6000": "RTX-PRO-6000",
+    "T4": "T4",
+    "L4": "L4",
+    "A10": "A10",
+    "A10G": "A10G",
+    "A40": "A40",
+    "L40": "L40",
+    "L40S": "L40S",
+    "A100-40GB": "A100-40GB-SXM",
+    "A100-80GB-SXM": "A100-80GB-SXM",
+    "A100-80GB-PCIe": "A100-80GB-PCIe",
+    "H100 PCIe": "H100-PCIe",
+    "H100 SXM": "H100-SXM",
+    "H100 NVL": "H100-NVL",
+    "H200": "H200",
+    "B200": "B200",
+    "GH200": "GH200",
     "MI300X": "MI300X",
     # ambiguous short names → documented defaults
-    "A100": "A100-80GB-SXM", "H100": "H100-SXM", "h100": "H100-SXM",
+    "A100": "A100-80GB-SXM",
+    "H100": "H100-SXM",
+    "h100": "H100-SXM",
     # case / punctuation
-    "h100-sxm": "H100-SXM", "H100_SXM": "H100-SXM", "rtx4090": "RTX-4090", "l40s": "L40S",
+    "h100-sxm": "H100-SXM",
+    "H100_SXM": "H100-SXM",
+    "rtx4090": "RTX-4090",
+    "l40s": "L40S",
     # what `nvidia-smi --query-gpu=name` / rocm-smi print
-    "NVIDIA H100 80GB HBM3": "H100-SXM", "NVIDIA H100 PCIe": "H100-PCIe", "NVIDIA H100 NVL": "H100-NVL",
-    "NVIDIA A100-SXM4-80GB": "A100-80GB-SXM", "NVIDIA A100-SXM4-40GB": "A100-40GB-SXM",
-    "NVIDIA A100 80GB PCIe": "A100-80GB-PCIe", "NVIDIA A100-PCIE-40GB": "A100-40GB-PCIe", "Tesla T4": "T4",
-    "NVIDIA GeForce RTX 4090": "RTX-4090", "NVIDIA GeForce RTX 3090": "RTX-3090", "NVIDIA L4": "L4",
-    "NVIDIA A10G": "A10G", "NVIDIA RTX A6000": "RTX-A6000", "NVIDIA RTX 6000 Ada Generation": "RTX-6000-Ada",
-    "NVIDIA H200": "H200", "NVIDIA B200": "B200", "AMD Instinct MI300X": "MI300X",
-}  # fmt: skip
+    "NVIDIA H100 80GB HBM3": "H100-SXM",
+    "NVIDIA H100 PCIe": "H100-PCIe",
+    "NVIDIA H100 NVL": "H100-NVL",
+    "NVIDIA A100-SXM4-80GB": "A100-80GB-SXM",
+    "NVIDIA A100-SXM4-40GB": "A100-40GB-SXM",
+    "NVIDIA A100 80GB PCIe": "A100-80GB-PCIe",
+    "NVIDIA A100-PCIE-40GB": "A100-40GB-PCIe",
+    "Tesla T4": "T4",
+    "NVIDIA GeForce RTX 4090": "RTX-4090",
+    "NVIDIA GeForce RTX 3090": "RTX-3090",
+    "NVIDIA L4": "L4",
+    "NVIDIA A10G": "A10G",
+    "NVIDIA RTX A6000": "RTX-A6000",
+    "NVIDIA RTX 6000 Ada Generation": "RTX-6000-Ada",
+    "NVIDIA H200": "H200",
+    "NVIDIA B200": "B200",
+    "AMD Instinct MI300X": "MI300X",
+}
 
 
 @pytest.mark.parametrize("name,expected", REQUIRED_GPUS.items())
@@ -89,20 +122,35 @@ def test_gpu_did_you_mean():
 
 
 QUANTS = {  # name: (bytes_per_weight, min_cc, group_size)
-    "none": (2.0, 0.0, None), "fp8": (1.0, 8.0, None), "int8": (1.0, 7.5, None), "awq": (0.5195, 7.5, 128),
-    "gptq": (0.5195, 6.0, 128), "gptq-int8": (1.0234, 6.0, 128), "compressed-tensors": (0.5195, 7.5, 128),
-    "bitsandbytes": (0.516, 7.0, 64), "mxfp4": (0.53125, 8.0, 32), "nvfp4": (0.5625, 10.0, 16),
-    "Q8_0": (34 / 32, 6.0, 32), "Q6_K": (210 / 256, 6.0, 256), "Q4_0": (18 / 32, 6.0, 32),
-    "Q2_K": (84 / 256, 6.0, 256), "IQ4_XS": (136 / 256, 6.0, 256), "Q4_K_M": (0.606, 6.0, 256),
-    "Q5_K_M": (0.711, 6.0, 256), "Q3_K_M": (0.49, 6.0, 256),
-}  # fmt: skip
+    "none": (2.0, 0.0, None),
+    "fp8": (1.0, 8.0, None),
+    "int8": (1.0, 7.5, None),
+    "awq": (0.5195, 7.5, 128),
+    "gptq": (0.5195, 6.0, 128),
+    "gptq-int8": (1.0234, 6.0, 128),
+    "compressed-tensors": (0.5195, 7.5, 128),
+    "bitsandbytes": (0.516, 7.0, 64),
+    "mxfp4": (0.53125, 8.0, 32),
+    "nvfp4": (0.5625, 10.0, 16),
+    "Q8_0": (34 / 32, 6.0, 32),
+    "Q6_K": (210 / 256, 6.0, 256),
+    "Q4_0": (18 / 32, 6.0, 32),
+    "Q2_K": (84 / 256, 6.0, 256),
+    "IQ4_XS": (136 / 256, 6.0, 256),
+    "Q4_K_M": (0.606, 6.0, 256),
+    "Q5_K_M": (0.711, 6.0, 256),
+    "Q3_K_M": (0.49, 6.0, 256),
+}
 
 
 @pytest.mark.parametrize("name,expected", QUANTS.items())
 def test_quantization_table(name, expected):
     q = catalog.quant(name)
     assert (round(q.bytes_per_weight, 4), q.min_compute_capability, q.group_size) == (
-        round(expected[0], 4), expected[1], expected[2])  # fmt: skip
+        round(expected[0], 4),
+        expected[1],
+        expected[2],
+    )
     assert q.quality
     assert q.quantizes_embeddings == (q.kind == "gguf")
 
@@ -115,7 +163,9 @@ def test_fp8_is_rejected_on_t4_but_runs_on_ampere():
     assert catalog.quant("mxfp4").experts_only
 
 
-@pytest.mark.parametrize("name,expected", [("AWQ", "awq"), ("q4_k_m", "Q4_K_M"), ("GPTQ_INT8", "gptq-int8"), ("None", "none")])
+@pytest.mark.parametrize(
+    "name,expected", [("AWQ", "awq"), ("q4_k_m", "Q4_K_M"), ("GPTQ_INT8", "gptq-int8"), ("None", "none")]
+)
 def test_quant_lookup_is_case_insensitive(name, expected):
     assert catalog.quant(name).name == expected
 
@@ -135,13 +185,17 @@ def test_api_prices_builtin():
 
 def test_api_prices_user_file(tmp_path):
     good = tmp_path / "prices.yaml"
-    good.write_text("as_of: '2026-01-01'\nsource: test\ndefault: acme/m\n"
-                    "prices: [{provider: acme, model: m, input_per_mtok_usd: 1, output_per_mtok_usd: 2}]\n")  # fmt: skip
+    good.write_text(
+        "as_of: '2026-01-01'\nsource: test\ndefault: acme/m\n"
+        "prices: [{provider: acme, model: m, input_per_mtok_usd: 1, output_per_mtok_usd: 2}]\n"
+    )
     assert catalog.api_prices(good).prices[0].provider == "acme"
 
     typo = tmp_path / "typo.yaml"
-    typo.write_text("as_of: x\nsource: y\ndefault: acme/m\n"
-                    "prices: [{provider: acme, model: m, input_per_mtok: 1, output_per_mtok_usd: 2}]\n")  # fmt: skip
+    typo.write_text(
+        "as_of: x\nsource: y\ndefault: acme/m\n"
+        "prices: [{provider: acme, model: m, input_per_mtok: 1, output_per_mtok_usd: 2}]\n"
+    )
     with pytest.raises(ConfigError, match=r"typo.yaml: unknown key 'prices.0.input_per_mtok'"):
         catalog.api_prices(typo)
 
@@ -230,25 +284,41 @@ TINY = {"L": 2, "H": 64, "nq": 4, "kvh": 2, "hd": 16, "I": 128, "V": 256}
 
 def _llama_config(**extra) -> dict:
     cfg = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "num_hidden_layers": TINY["L"],
-        "hidden_size": TINY["H"], "num_attention_heads": TINY["nq"], "num_key_value_heads": TINY["kvh"],
-        "intermediate_size": TINY["I"], "vocab_size": TINY["V"], "max_position_embeddings": 2048,
-        "tie_word_embeddings": False, "torch_dtype": "bfloat16",
-    }  # fmt: skip
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "num_hidden_layers": TINY["L"],
+        "hidden_size": TINY["H"],
+        "num_attention_heads": TINY["nq"],
+        "num_key_value_heads": TINY["kvh"],
+        "intermediate_size": TINY["I"],
+        "vocab_size": TINY["V"],
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+    }
     cfg.update(extra)
     return cfg
 
 
 def _llama_tensors(dtype=np.float16) -> dict[str, np.ndarray]:
     H, I, V, kv = TINY["H"], TINY["I"], TINY["V"], TINY["kvh"] * TINY["hd"]
-    t = {"model.embed_tokens.weight": np.zeros((V, H), dtype), "lm_head.weight": np.zeros((V, H), dtype),
-         "model.norm.weight": np.zeros((H,), np.float32)}  # fmt: skip
+    t = {
+        "model.embed_tokens.weight": np.zeros((V, H), dtype),
+        "lm_head.weight": np.zeros((V, H), dtype),
+        "model.norm.weight": np.zeros((H,), np.float32),
+    }
     for i in range(TINY["L"]):
         p = f"model.layers.{i}."
-        t |= {p + "self_attn.q_proj.weight": np.zeros((H, H), dtype), p + "self_attn.k_proj.weight": np.zeros((kv, H), dtype),
-              p + "self_attn.v_proj.weight": np.zeros((kv, H), dtype), p + "self_attn.o_proj.weight": np.zeros((H, H), dtype),
-              p + "mlp.gate_proj.weight": np.zeros((I, H), dtype), p + "mlp.up_proj.weight": np.zeros((I, H), dtype),
-              p + "mlp.down_proj.weight": np.zeros((H, I), dtype), p + "input_layernorm.weight": np.zeros((H,), np.float32)}  # fmt: skip
+        t |= {
+            p + "self_attn.q_proj.weight": np.zeros((H, H), dtype),
+            p + "self_attn.k_proj.weight": np.zeros((kv, H), dtype),
+            p + "self_attn.v_proj.weight": np.zeros((kv, H), dtype),
+            p + "self_attn.o_proj.weight": np.zeros((H, H), dtype),
+            p + "mlp.gate_proj.weight": np.zeros((I, H), dtype),
+            p + "mlp.up_proj.weight": np.zeros((I, H), dtype),
+            p + "mlp.down_proj.weight": np.zeros((H, I), dtype),
+            p + "input_layernorm.weight": np.zeros((H,), np.float32),
+        }
     return t
 
 
@@ -288,14 +358,18 @@ def test_local_directory_relative_path(tmp_path, monkeypatch):
 
 def test_local_awq_directory(tmp_path):
     H, I, g = TINY["H"], TINY["I"], 32
-    tensors = {"model.embed_tokens.weight": np.zeros((TINY["V"], H), np.float16),
-               "lm_head.weight": np.zeros((TINY["V"], H), np.float16)}  # fmt: skip
+    tensors = {
+        "model.embed_tokens.weight": np.zeros((TINY["V"], H), np.float16),
+        "lm_head.weight": np.zeros((TINY["V"], H), np.float16),
+    }
     for i in range(TINY["L"]):
         for proj, (n_in, n_out) in {"mlp.down_proj": (I, H), "mlp.up_proj": (H, I)}.items():
             p = f"model.layers.{i}.{proj}."
-            tensors |= {p + "qweight": np.zeros((n_in, n_out // 8), np.int32),
-                        p + "qzeros": np.zeros((n_in // g, n_out // 8), np.int32),
-                        p + "scales": np.zeros((n_in // g, n_out), np.float16)}  # fmt: skip
+            tensors |= {
+                p + "qweight": np.zeros((n_in, n_out // 8), np.int32),
+                p + "qzeros": np.zeros((n_in // g, n_out // 8), np.int32),
+                p + "scales": np.zeros((n_in // g, n_out), np.float16),
+            }
     qc = {"quant_method": "awq", "bits": 4, "group_size": g, "zero_point": True, "version": "gemm"}
     d = _write_dir(tmp_path / "tiny-awq", _llama_config(quantization_config=qc), [tensors])
     r = catalog.resolve_model(str(d))
@@ -311,18 +385,52 @@ QUANT_CONFIGS = [
     ({"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}, "fp8"),
     ({"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}, "bitsandbytes"),
     ({"quant_method": "mxfp4"}, "mxfp4"),
-    ({"quant_method": "compressed-tensors", "config_groups": {"group_0": {
-        "weights": {"num_bits": 8, "type": "float", "strategy": "channel"},
-        "input_activations": {"num_bits": 8, "type": "float", "dynamic": True}}}}, "fp8"),
-    ({"quant_method": "compressed-tensors", "config_groups": {"group_0": {
-        "weights": {"num_bits": 8, "type": "int", "strategy": "channel"},
-        "input_activations": {"num_bits": 8, "type": "int", "dynamic": True}}}}, "int8"),
-    ({"quant_method": "compressed-tensors", "config_groups": {"group_0": {
-        "weights": {"num_bits": 4, "type": "int", "strategy": "group", "group_size": 128},
-        "input_activations": None}}}, "compressed-tensors"),
-    ({"quant_method": "compressed-tensors", "config_groups": {"group_0": {
-        "weights": {"num_bits": 4, "type": "float", "group_size": 16}, "input_activations": None}}}, "nvfp4"),
-]  # fmt: skip
+    (
+        {
+            "quant_method": "compressed-tensors",
+            "config_groups": {
+                "group_0": {
+                    "weights": {"num_bits": 8, "type": "float", "strategy": "channel"},
+                    "input_activations": {"num_bits": 8, "type": "float", "dynamic": True},
+                }
+            },
+        },
+        "fp8",
+    ),
+    (
+        {
+            "quant_method": "compressed-tensors",
+            "config_groups": {
+                "group_0": {
+                    "weights": {"num_bits": 8, "type": "int", "strategy": "channel"},
+                    "input_activations": {"num_bits": 8, "type": "int", "dynamic": True},
+                }
+            },
+        },
+        "int8",
+    ),
+    (
+        {
+            "quant_method": "compressed-tensors",
+            "config_groups": {
+                "group_0": {
+                    "weights": {"num_bits": 4, "type": "int", "strategy": "group", "group_size": 128},
+                    "input_activations": None,
+                }
+            },
+        },
+        "compressed-tensors",
+    ),
+    (
+        {
+            "quant_method": "compressed-tensors",
+            "config_groups": {
+                "group_0": {"weights": {"num_bits": 4, "type": "float", "group_size": 16}, "input_activations": None}
+            },
+        },
+        "nvfp4",
+    ),
+]
 
 
 @pytest.mark.parametrize("qc,expected", QUANT_CONFIGS, ids=[q for _, q in QUANT_CONFIGS])
@@ -337,21 +445,40 @@ def test_local_directory_matching_catalog_geometry_borrows_licence(tmp_path):
     if not _have("meta-llama/Llama-3.1-8B-Instruct"):
         pytest.skip("models.yaml has no Llama 3.1 8B yet")
     base = catalog.model("meta-llama/Llama-3.1-8B-Instruct")
-    cfg = _llama_config(num_hidden_layers=base.num_hidden_layers, hidden_size=base.hidden_size,
-                        num_attention_heads=base.num_attention_heads, num_key_value_heads=base.num_key_value_heads,
-                        intermediate_size=base.intermediate_size, vocab_size=base.vocab_size,
-                        max_position_embeddings=base.max_position_embeddings,
-                        _name_or_path="my-org/llama-3.1-8b-finetune")  # fmt: skip
+    cfg = _llama_config(
+        num_hidden_layers=base.num_hidden_layers,
+        hidden_size=base.hidden_size,
+        num_attention_heads=base.num_attention_heads,
+        num_key_value_heads=base.num_key_value_heads,
+        intermediate_size=base.intermediate_size,
+        vocab_size=base.vocab_size,
+        max_position_embeddings=base.max_position_embeddings,
+        _name_or_path="my-org/llama-3.1-8b-finetune",
+    )
     r = catalog.resolve_model(str(_write_dir(tmp_path / "ft", cfg, [])))
     assert r.base_id == base.id and r.spec.license == base.license and r.spec.family == base.family
 
 
 def test_vlm_text_config_and_sliding_layers(tmp_path):
-    text = {"model_type": "gemma3_text", "num_hidden_layers": 12, "hidden_size": 64, "num_attention_heads": 4,
-            "num_key_value_heads": 2, "head_dim": 32, "intermediate_size": 128, "vocab_size": 256,
-            "max_position_embeddings": 131072, "sliding_window": 1024, "sliding_window_pattern": 6}  # fmt: skip
-    cfg = {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "text_config": text,
-           "vision_config": {"model_type": "siglip_vision_model"}}  # fmt: skip
+    text = {
+        "model_type": "gemma3_text",
+        "num_hidden_layers": 12,
+        "hidden_size": 64,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+        "intermediate_size": 128,
+        "vocab_size": 256,
+        "max_position_embeddings": 131072,
+        "sliding_window": 1024,
+        "sliding_window_pattern": 6,
+    }
+    cfg = {
+        "architectures": ["Gemma3ForConditionalGeneration"],
+        "model_type": "gemma3",
+        "text_config": text,
+        "vision_config": {"model_type": "siglip_vision_model"},
+    }
     r = catalog.resolve_model(str(_write_dir(tmp_path / "g3", cfg, [])))
     s = r.spec
     assert (s.head_dim, s.sliding_window, s.full_attention_interval, s.tie_word_embeddings) == (32, 1024, 6, True)
@@ -359,12 +486,28 @@ def test_vlm_text_config_and_sliding_layers(tmp_path):
 
 
 def test_deepseek_mla_moe_config(tmp_path):
-    cfg = {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "num_hidden_layers": 4,
-           "hidden_size": 256, "num_attention_heads": 8, "num_key_value_heads": 8, "intermediate_size": 512,
-           "moe_intermediate_size": 64, "n_routed_experts": 16, "n_shared_experts": 1, "num_experts_per_tok": 4,
-           "first_k_dense_replace": 1, "moe_layer_freq": 1, "kv_lora_rank": 64, "q_lora_rank": 96,
-           "qk_rope_head_dim": 16, "qk_nope_head_dim": 32, "v_head_dim": 32, "vocab_size": 1000,
-           "max_position_embeddings": 4096}  # fmt: skip
+    cfg = {
+        "architectures": ["DeepseekV3ForCausalLM"],
+        "model_type": "deepseek_v3",
+        "num_hidden_layers": 4,
+        "hidden_size": 256,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 8,
+        "intermediate_size": 512,
+        "moe_intermediate_size": 64,
+        "n_routed_experts": 16,
+        "n_shared_experts": 1,
+        "num_experts_per_tok": 4,
+        "first_k_dense_replace": 1,
+        "moe_layer_freq": 1,
+        "kv_lora_rank": 64,
+        "q_lora_rank": 96,
+        "qk_rope_head_dim": 16,
+        "qk_nope_head_dim": 32,
+        "v_head_dim": 32,
+        "vocab_size": 1000,
+        "max_position_embeddings": 4096,
+    }
     s = catalog.resolve_model(str(_write_dir(tmp_path / "ds", cfg, []))).spec
     assert s.mla is not None and s.mla.kv_lora_rank == 64 and s.head_dim == 48
     assert s.moe is not None and (s.moe.num_experts, s.moe.first_dense_layers, s.moe.num_shared_experts) == (16, 1, 1)
@@ -402,7 +545,9 @@ def test_bad_local_inputs_are_catalog_errors(tmp_path):
         catalog.resolve_model(str(mamba))
 
     idx = _write_dir(tmp_path / "partial", _llama_config(), [])
-    (idx / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors"}}))
+    (idx / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors"}})
+    )
     with pytest.raises(CatalogError, match="incomplete download"):
         catalog.resolve_model(str(idx))
 
@@ -432,9 +577,15 @@ def _write_gguf(path: Path, qtype=gguf.GGMLQuantizationType.Q8_0, tied=True) -> 
     if not tied:
         shapes["output.weight"] = (V, H)
     for i in range(TINY["L"]):
-        shapes |= {f"blk.{i}.attn_q.weight": (H, H), f"blk.{i}.attn_k.weight": (kv, H), f"blk.{i}.attn_v.weight": (kv, H),
-                   f"blk.{i}.attn_output.weight": (H, H), f"blk.{i}.ffn_gate.weight": (I, H),
-                   f"blk.{i}.ffn_up.weight": (I, H), f"blk.{i}.ffn_down.weight": (H, I)}  # fmt: skip
+        shapes |= {
+            f"blk.{i}.attn_q.weight": (H, H),
+            f"blk.{i}.attn_k.weight": (kv, H),
+            f"blk.{i}.attn_v.weight": (kv, H),
+            f"blk.{i}.attn_output.weight": (H, H),
+            f"blk.{i}.ffn_gate.weight": (I, H),
+            f"blk.{i}.ffn_up.weight": (I, H),
+            f"blk.{i}.ffn_down.weight": (H, I),
+        }
     nbytes = {}
     for name, shape in shapes.items():
         data = gguf.quants.quantize(rng.standard_normal(shape).astype(np.float32), qtype)

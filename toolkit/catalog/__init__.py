@@ -81,7 +81,9 @@ def _validate(cls: type[Strict], entries: list[dict], name: str, label: str) -> 
 
 @lru_cache(maxsize=None)
 def _models() -> tuple[ModelSpec, ...]:
-    return tuple(_validate(ModelSpec, _entries(_read_yaml("models.yaml"), "models", "models.yaml"), "models.yaml", "id"))
+    return tuple(
+        _validate(ModelSpec, _entries(_read_yaml("models.yaml"), "models", "models.yaml"), "models.yaml", "id")
+    )
 
 
 def models() -> list[ModelSpec]:
@@ -211,7 +213,8 @@ def model(name: str) -> ModelSpec:
     choices = {k: s.id for s in _models() for k in (s.id, *s.aliases)}
     raise CatalogError(
         f"unknown model '{name}'{_suggest(name, choices)}",
-        fix="give a catalog id or alias, a quantized repo id of one (e.g. ...-AWQ), a local model directory or a .gguf file",
+        fix="give a catalog id or alias, a quantized repo id of one (e.g. ...-AWQ), "
+        "a local model directory or a .gguf file",
         hint="selfhost models",
     )
 

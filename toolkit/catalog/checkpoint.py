@@ -19,11 +19,29 @@ from toolkit.spec import MLASpec, ModelSpec, MoESpec, Openness, QuantSpec
 
 # config.json model_type values whose attention/MLP layout the sizing formulas cover.
 SUPPORTED_MODEL_TYPES = (
-    "llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "qwen2_vl", "qwen2_5_vl",
-    "deepseek_v2", "deepseek_v3", "gemma", "gemma2", "gemma3", "gemma3_text", "phi3",
-)  # fmt: skip
-_LAYER_KINDS = {"full_attention": "full", "sliding_attention": "sliding", "chunked_attention": "chunked",
-                "linear_attention": "linear"}  # fmt: skip
+    "llama",
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen3",
+    "qwen2_moe",
+    "qwen3_moe",
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "deepseek_v2",
+    "deepseek_v3",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "gemma3_text",
+    "phi3",
+)
+_LAYER_KINDS = {
+    "full_attention": "full",
+    "sliding_attention": "sliding",
+    "chunked_attention": "chunked",
+    "linear_attention": "linear",
+}
 _FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 _VISION_WORDS = ("vision", "visual", "multi_modal_projector", "mm_projector", "image_newline", "resampler")
 _EMBED = re.compile(r"(^|\.)(embed_tokens|lm_head|wte|word_embeddings)\.")
@@ -43,9 +61,12 @@ def from_directory(path: Path) -> ResolvedModel:
     path = path.resolve()
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
-        raise _fail(path, "no config.json in this directory",
-                    "point at a Hugging Face model directory (config.json + *.safetensors), "
-                    "e.g. `huggingface-cli download REPO --local-dir DIR`")  # fmt: skip
+        raise _fail(
+            path,
+            "no config.json in this directory",
+            "point at a Hugging Face model directory (config.json + *.safetensors), "
+            "e.g. `huggingface-cli download REPO --local-dir DIR`",
+        )
     try:
         cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -86,8 +107,17 @@ def from_directory(path: Path) -> ResolvedModel:
 
     name_hint = str(cfg.get("_name_or_path") or path.name)
     spec, base = _finish(geo, str(path), name_hint, f"Local checkpoint at {path}.")
-    return ResolvedModel(spec=spec, repo_id=str(path), base_id=base, quant=q, source="local", local_path=str(path),
-                         weight_bytes=weight_bytes, embedding_bytes=embedding_bytes, prequantized=prequantized)  # fmt: skip
+    return ResolvedModel(
+        spec=spec,
+        repo_id=str(path),
+        base_id=base,
+        quant=q,
+        source="local",
+        local_path=str(path),
+        weight_bytes=weight_bytes,
+        embedding_bytes=embedding_bytes,
+        prequantized=prequantized,
+    )
 
 
 def read_safetensors_header(file: Path) -> dict[str, tuple[str, int, int]]:
@@ -138,8 +168,11 @@ def read_safetensors_dir(path: Path) -> dict[str, tuple[str, int, int]]:
             raise _fail(index, f"unreadable index ({exc})", "download the checkpoint again") from None
         missing = [s for s in shards if not (path / s).is_file()]
         if missing:
-            raise _fail(path, f"incomplete download: {len(missing)} shard(s) missing, e.g. {missing[0]}",
-                        "finish the download (huggingface-cli download REPO --local-dir DIR)")  # fmt: skip
+            raise _fail(
+                path,
+                f"incomplete download: {len(missing)} shard(s) missing, e.g. {missing[0]}",
+                "finish the download (huggingface-cli download REPO --local-dir DIR)",
+            )
         files = [path / s for s in shards]
     else:
         files = sorted(path.glob("*.safetensors"))
@@ -156,14 +189,22 @@ def _geometry(cfg: dict, cfg_file: Path, tensors: dict) -> dict[str, Any]:
     tc = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
     model_type = str(tc.get("model_type") or cfg.get("model_type") or "")
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise _fail(cfg_file, f"unsupported architecture (model_type '{model_type or '?'}')",
-                    "selfhost sizes these model types from config.json: " + ", ".join(SUPPORTED_MODEL_TYPES)
-                    + "; plan a catalog model instead (selfhost models)")  # fmt: skip
+        raise _fail(
+            cfg_file,
+            f"unsupported architecture (model_type '{model_type or '?'}')",
+            "selfhost sizes these model types from config.json: "
+            + ", ".join(SUPPORTED_MODEL_TYPES)
+            + "; plan a catalog model instead (selfhost models)",
+        )
 
     def need(key: str) -> Any:
         value = tc.get(key, cfg.get(key))
         if value is None:
-            raise _fail(cfg_file, f"missing '{key}' (model_type {model_type})", "use the config.json the model was published with")
+            raise _fail(
+                cfg_file,
+                f"missing '{key}' (model_type {model_type})",
+                "use the config.json the model was published with",
+            )
         return value
 
     L, H, nq = int(need("num_hidden_layers")), int(need("hidden_size")), int(need("num_attention_heads"))
@@ -184,25 +225,40 @@ def _geometry(cfg: dict, cfg_file: Path, tensors: dict) -> dict[str, Any]:
         "torch_dtype": dtype if dtype in ("bfloat16", "float16", "float32") else "bfloat16",
     }
     if model_type == "mixtral":
-        geo["moe"] = MoESpec(num_experts=int(need("num_local_experts")), experts_per_token=int(need("num_experts_per_tok")),
-                             moe_intermediate_size=geo["intermediate_size"])  # fmt: skip
+        geo["moe"] = MoESpec(
+            num_experts=int(need("num_local_experts")),
+            experts_per_token=int(need("num_experts_per_tok")),
+            moe_intermediate_size=geo["intermediate_size"],
+        )
     elif model_type in ("qwen2_moe", "qwen3_moe"):
         shared = int(tc.get("shared_expert_intermediate_size") or 0)
-        geo["moe"] = MoESpec(num_experts=int(need("num_experts")), experts_per_token=int(need("num_experts_per_tok")),
-                             moe_intermediate_size=int(need("moe_intermediate_size")), num_shared_experts=1 if shared else 0,
-                             shared_expert_intermediate_size=shared or None,
-                             layer_interval=int(tc.get("decoder_sparse_step") or 1))  # fmt: skip
+        geo["moe"] = MoESpec(
+            num_experts=int(need("num_experts")),
+            experts_per_token=int(need("num_experts_per_tok")),
+            moe_intermediate_size=int(need("moe_intermediate_size")),
+            num_shared_experts=1 if shared else 0,
+            shared_expert_intermediate_size=shared or None,
+            layer_interval=int(tc.get("decoder_sparse_step") or 1),
+        )
     elif model_type in ("deepseek_v2", "deepseek_v3"):
         nope, rope = int(need("qk_nope_head_dim")), int(need("qk_rope_head_dim"))
-        geo["mla"] = MLASpec(kv_lora_rank=int(need("kv_lora_rank")), qk_rope_head_dim=rope, qk_nope_head_dim=nope,
-                             v_head_dim=int(need("v_head_dim")), q_lora_rank=tc.get("q_lora_rank"))  # fmt: skip
+        geo["mla"] = MLASpec(
+            kv_lora_rank=int(need("kv_lora_rank")),
+            qk_rope_head_dim=rope,
+            qk_nope_head_dim=nope,
+            v_head_dim=int(need("v_head_dim")),
+            q_lora_rank=tc.get("q_lora_rank"),
+        )
         geo["head_dim"] = nope + rope
         if tc.get("n_routed_experts"):
-            geo["moe"] = MoESpec(num_experts=int(tc["n_routed_experts"]), experts_per_token=int(need("num_experts_per_tok")),
-                                 moe_intermediate_size=int(need("moe_intermediate_size")),
-                                 num_shared_experts=int(tc.get("n_shared_experts") or 0),
-                                 first_dense_layers=int(tc.get("first_k_dense_replace") or 0),
-                                 layer_interval=int(tc.get("moe_layer_freq") or 1))  # fmt: skip
+            geo["moe"] = MoESpec(
+                num_experts=int(tc["n_routed_experts"]),
+                experts_per_token=int(need("num_experts_per_tok")),
+                moe_intermediate_size=int(need("moe_intermediate_size")),
+                num_shared_experts=int(tc.get("n_shared_experts") or 0),
+                first_dense_layers=int(tc.get("first_k_dense_replace") or 0),
+                layer_interval=int(tc.get("moe_layer_freq") or 1),
+            )
     geo.update(_attention_pattern(tc, model_type, L, cfg_file))
     return geo
 
@@ -223,7 +279,9 @@ def _attention_pattern(tc: dict, model_type: str, L: int, cfg_file: Path) -> dic
     if isinstance(types, list) and types:
         unknown = sorted({t for t in types if t not in _LAYER_KINDS})
         if unknown:
-            raise _fail(cfg_file, f"unsupported layer types {unknown}", "plan a catalog model instead (selfhost models)")
+            raise _fail(
+                cfg_file, f"unsupported layer types {unknown}", "plan a catalog model instead (selfhost models)"
+            )
         kinds = [_LAYER_KINDS[t] for t in types]
         return {"layer_types": kinds, "sliding_window": window if "sliding" in kinds else None}
     if model_type == "gemma2":
@@ -265,7 +323,9 @@ def _quant_from_config(cfg: dict, path: Path) -> QuantSpec:
         return catalog.quant("mxfp4")
     if method == "bitsandbytes":
         if qc.get("load_in_8bit"):
-            return catalog.quant("bitsandbytes").model_copy(update={"bytes_per_weight": 1.0, "weight_bits": 8, "group_size": None})
+            return catalog.quant("bitsandbytes").model_copy(
+                update={"bytes_per_weight": 1.0, "weight_bits": 8, "group_size": None}
+            )
         return catalog.quant("bitsandbytes")
     if method == "modelopt":
         algo = str(qc.get("quant_algo", "")).upper()
@@ -275,15 +335,21 @@ def _quant_from_config(cfg: dict, path: Path) -> QuantSpec:
             return catalog.quant("nvfp4")
     if method == "compressed-tensors":
         return _compressed_tensors(qc, path)
-    raise _fail(path / "config.json", f"unsupported quantization_config (quant_method '{method}')",
-                "use an awq, gptq, fp8, compressed-tensors, bitsandbytes, mxfp4 or modelopt checkpoint")  # fmt: skip
+    raise _fail(
+        path / "config.json",
+        f"unsupported quantization_config (quant_method '{method}')",
+        "use an awq, gptq, fp8, compressed-tensors, bitsandbytes, mxfp4 or modelopt checkpoint",
+    )
 
 
 def _compressed_tensors(qc: dict, path: Path) -> QuantSpec:
     groups = [g for g in (qc.get("config_groups") or {}).values() if isinstance(g, dict) and g.get("weights")]
     if not groups:
-        raise _fail(path / "config.json", "compressed-tensors config without weight quantization",
-                    "check quantization_config.config_groups")  # fmt: skip
+        raise _fail(
+            path / "config.json",
+            "compressed-tensors config without weight quantization",
+            "check quantization_config.config_groups",
+        )
     w, act = groups[0]["weights"], groups[0].get("input_activations")
     bits, wtype, group = int(w.get("num_bits", 4)), w.get("type", "int"), w.get("group_size")
     if wtype == "float":
@@ -299,19 +365,23 @@ def _sized(base: QuantSpec, bits: int, group: Any) -> QuantSpec:
     if bits == base.weight_bits and group == base.group_size:
         return base
     per_group = (2 + bits / 8) / group if group else 0.0
-    return base.model_copy(update={"weight_bits": bits, "group_size": group,
-                                   "bytes_per_weight": round(bits / 8 + per_group, 4)})  # fmt: skip
+    return base.model_copy(
+        update={"weight_bits": bits, "group_size": group, "bytes_per_weight": round(bits / 8 + per_group, 4)}
+    )
 
 
 def _estimate_params(geo: dict) -> int:
     """Parameter count from the geometry (used when packed tensors hide it)."""
-    L, H, nq, kvh, hd = (geo[k] for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
-                                          "num_key_value_heads", "head_dim"))  # fmt: skip
+    L, H, nq, kvh, hd = (
+        geo[k] for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim")
+    )
     mla: MLASpec | None = geo.get("mla")
     if mla:
         qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
         q = (H * mla.q_lora_rank + mla.q_lora_rank * nq * qk) if mla.q_lora_rank else H * nq * qk
-        kv = H * (mla.kv_lora_rank + mla.qk_rope_head_dim) + mla.kv_lora_rank * nq * (mla.qk_nope_head_dim + mla.v_head_dim)
+        kv = H * (mla.kv_lora_rank + mla.qk_rope_head_dim) + mla.kv_lora_rank * nq * (
+            mla.qk_nope_head_dim + mla.v_head_dim
+        )
         attn = q + kv + nq * mla.v_head_dim * H
     else:
         attn = 2 * H * nq * hd + 2 * H * kvh * hd
@@ -330,12 +400,19 @@ def _estimate_params(geo: dict) -> int:
 
 # ---------------------------------------------------------------- catalog match (licence, family)
 
-_GEOMETRY_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
-                  "intermediate_size", "vocab_size")  # fmt: skip
+_GEOMETRY_KEYS = (
+    "num_hidden_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "vocab_size",
+)
 
 
 def _finish(geo: dict, ident: str, name_hint: str, note: str) -> tuple[ModelSpec, str]:
     """Build the ModelSpec; borrow licence/family from a catalog entry with the same geometry."""
+
     def key(d, with_context: bool) -> tuple:
         get = d.get if isinstance(d, dict) else lambda k: getattr(d, k)
         moe = get("moe")
@@ -354,15 +431,23 @@ def _finish(geo: dict, ident: str, name_hint: str, note: str) -> tuple[ModelSpec
             matches = loose if len({m.license for m in loose}) == 1 else []
     if matches:
         base = matches[0]
-        fields = {**geo, "family": base.family, "license": base.license, "openness": base.openness,
-                  "notes": f"{note} Geometry matches catalog entry {base.id}; its licence applies."}  # fmt: skip
+        fields = {
+            **geo,
+            "family": base.family,
+            "license": base.license,
+            "openness": base.openness,
+            "notes": f"{note} Geometry matches catalog entry {base.id}; its licence applies.",
+        }
         if not geo.get("params_b"):
             fields["params_b"] = base.params_b
         base_id = base.id
     else:
-        fields = {**geo, "license": catalog.UNKNOWN_LICENSE.id,
-                  "openness": Openness(weights=True, inference_code=False, training_code=False, training_data=False),
-                  "notes": f"{note} Not in the catalog: licence unknown — check the model card."}  # fmt: skip
+        fields = {
+            **geo,
+            "license": catalog.UNKNOWN_LICENSE.id,
+            "openness": Openness(weights=True, inference_code=False, training_code=False, training_data=False),
+            "notes": f"{note} Not in the catalog: licence unknown — check the model card.",
+        }
         base_id = ident
     fields.setdefault("params_b", 0.0)
     return ModelSpec(id=ident, **fields), base_id
@@ -371,25 +456,36 @@ def _finish(geo: dict, ident: str, name_hint: str, note: str) -> tuple[ModelSpec
 # ---------------------------------------------------------------- GGUF
 
 _GGUF_ARCH = {
-    "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
-    "qwen2moe": "Qwen2MoeForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM", "gemma": "GemmaForCausalLM",
-    "gemma2": "Gemma2ForCausalLM", "gemma3": "Gemma3ForCausalLM", "deepseek2": "DeepseekV2ForCausalLM",
+    "llama": "LlamaForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "qwen2moe": "Qwen2MoeForCausalLM",
+    "qwen3moe": "Qwen3MoeForCausalLM",
+    "gemma": "GemmaForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3": "Gemma3ForCausalLM",
+    "deepseek2": "DeepseekV2ForCausalLM",
     "phi3": "Phi3ForCausalLM",
-}  # fmt: skip
+}
 
 
 def from_gguf(path: Path) -> ResolvedModel:
     """Geometry from GGUF metadata, exact bytes from tensor infos, format from general.file_type."""
     path = path.resolve()
     if path.suffix.lower() != ".gguf":
-        raise _fail(path, "neither a model directory nor a .gguf file",
-                    "give a directory with config.json + *.safetensors, a .gguf file, or a repo id")  # fmt: skip
+        raise _fail(
+            path,
+            "neither a model directory nor a .gguf file",
+            "give a directory with config.json + *.safetensors, a .gguf file, or a repo id",
+        )
     try:
         import gguf
 
         reader = gguf.GGUFReader(str(path), "r")
     except Exception as exc:  # the gguf package raises assorted errors on damaged files
-        raise _fail(path, f"cannot read the GGUF header ({exc})", "the file is damaged or partly downloaded: download it again") from None
+        raise _fail(
+            path, f"cannot read the GGUF header ({exc})", "the file is damaged or partly downloaded: download it again"
+        ) from None
 
     def get(key: str, default: Any = None) -> Any:
         field = reader.fields.get(key)
@@ -401,12 +497,18 @@ def from_gguf(path: Path) -> ResolvedModel:
         return value
 
     if int(get("split.count", 1) or 1) > 1:
-        raise _fail(path, "split GGUF file (part of a multi-file model)",
-                    "vLLM loads single-file GGUF only: merge with `llama-gguf-split --merge FIRST.gguf OUT.gguf`")  # fmt: skip
+        raise _fail(
+            path,
+            "split GGUF file (part of a multi-file model)",
+            "vLLM loads single-file GGUF only: merge with `llama-gguf-split --merge FIRST.gguf OUT.gguf`",
+        )
     arch = str(get("general.architecture", ""))
     if arch not in _GGUF_ARCH:
-        raise _fail(path, f"unsupported GGUF architecture '{arch or '?'}'",
-                    "selfhost sizes these GGUF architectures: " + ", ".join(_GGUF_ARCH))  # fmt: skip
+        raise _fail(
+            path,
+            f"unsupported GGUF architecture '{arch or '?'}'",
+            "selfhost sizes these GGUF architectures: " + ", ".join(_GGUF_ARCH),
+        )
 
     def need(key: str) -> int:
         value = get(f"{arch}.{key}")
@@ -417,7 +519,12 @@ def from_gguf(path: Path) -> ResolvedModel:
     tensors = {t.name: t for t in reader.tensors}
     L, H, nq = need("block_count"), need("embedding_length"), need("attention.head_count")
     embd = tensors.get("token_embd.weight")
-    vocab = int(embd.shape[-1]) if embd is not None and len(embd.shape) == 2 else len(reader.fields["tokenizer.ggml.tokens"].data) if "tokenizer.ggml.tokens" in reader.fields else need("vocab_size")  # fmt: skip
+    if embd is not None and len(embd.shape) == 2:
+        vocab = int(embd.shape[-1])  # GGUF lists dims innermost first: [hidden, vocab]
+    elif "tokenizer.ggml.tokens" in reader.fields:
+        vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
+    else:
+        vocab = need("vocab_size")
     experts = int(get(f"{arch}.expert_count", 0) or 0)
     ffn = int(get(f"{arch}.feed_forward_length", 0) or 0)
     geo: dict[str, Any] = {
@@ -437,24 +544,33 @@ def from_gguf(path: Path) -> ResolvedModel:
     if experts:
         shared_ffn = int(get(f"{arch}.expert_shared_feed_forward_length", 0) or 0)
         geo["moe"] = MoESpec(
-            num_experts=experts, experts_per_token=int(get(f"{arch}.expert_used_count") or 1),
+            num_experts=experts,
+            experts_per_token=int(get(f"{arch}.expert_used_count") or 1),
             moe_intermediate_size=int(get(f"{arch}.expert_feed_forward_length") or ffn),
             num_shared_experts=int(get(f"{arch}.expert_shared_count") or (1 if shared_ffn else 0)),
             shared_expert_intermediate_size=shared_ffn or None,
             first_dense_layers=int(get(f"{arch}.leading_dense_block_count") or 0),
-        )  # fmt: skip
+        )
     if arch == "deepseek2":
         rope = need("rope.dimension_count")
         hd = int(get(f"{arch}.attention.key_length_mla") or get(f"{arch}.attention.key_length"))
         v = int(get(f"{arch}.attention.value_length_mla") or get(f"{arch}.attention.value_length"))
-        geo["mla"] = MLASpec(kv_lora_rank=need("attention.kv_lora_rank"), qk_rope_head_dim=rope, qk_nope_head_dim=hd - rope,
-                             v_head_dim=v, q_lora_rank=int(get(f"{arch}.attention.q_lora_rank") or 0) or None)  # fmt: skip
+        geo["mla"] = MLASpec(
+            kv_lora_rank=need("attention.kv_lora_rank"),
+            qk_rope_head_dim=rope,
+            qk_nope_head_dim=hd - rope,
+            v_head_dim=v,
+            q_lora_rank=int(get(f"{arch}.attention.q_lora_rank") or 0) or None,
+        )
         geo.update(head_dim=hd, num_key_value_heads=nq)  # catalog convention: MLA kv heads = query heads
     window = get(f"{arch}.attention.sliding_window")
     if arch == "gemma2" and window:
         geo.update(sliding_window=int(window), full_attention_interval=2)
     elif arch == "gemma3" and window:
-        geo.update(sliding_window=int(window), full_attention_interval=int(get(f"{arch}.attention.sliding_window_pattern") or 6))
+        geo.update(
+            sliding_window=int(window),
+            full_attention_interval=int(get(f"{arch}.attention.sliding_window_pattern") or 6),
+        )
 
     weight_bytes = sum(int(t.n_bytes) for t in reader.tensors)
     embedding_bytes = sum(int(tensors[n].n_bytes) for n in ("token_embd.weight", "output.weight") if n in tensors)
@@ -462,8 +578,17 @@ def from_gguf(path: Path) -> ResolvedModel:
     q = _gguf_quant(reader, get("general.file_type"))
     geo["native_quantization"] = q.name
     spec, base = _finish(geo, str(path), str(get("general.name", path.stem)), f"GGUF file {path.name}.")
-    return ResolvedModel(spec=spec, repo_id=str(path), base_id=base, quant=q, source="gguf", local_path=str(path),
-                         weight_bytes=weight_bytes, embedding_bytes=embedding_bytes, prequantized=True)  # fmt: skip
+    return ResolvedModel(
+        spec=spec,
+        repo_id=str(path),
+        base_id=base,
+        quant=q,
+        source="gguf",
+        local_path=str(path),
+        weight_bytes=weight_bytes,
+        embedding_bytes=embedding_bytes,
+        prequantized=True,
+    )
 
 
 def _gguf_quant(reader: Any, file_type: Any) -> QuantSpec:
@@ -489,8 +614,12 @@ def _gguf_quant(reader: Any, file_type: Any) -> QuantSpec:
     if known is not None and known.kind == "gguf":
         return known
     return QuantSpec(
-        name=name, kind="gguf", bytes_per_weight=round(measured, 4), weight_bits=round(measured * 8, 2),
-        quantizes_embeddings=True, min_compute_capability=6.0,
+        name=name,
+        kind="gguf",
+        bytes_per_weight=round(measured, 4),
+        weight_bits=round(measured * 8, 2),
+        quantizes_embeddings=True,
+        min_compute_capability=6.0,
         quality=f"GGUF {name} (measured {measured * 8:.2f} bits/weight); GGUF in vLLM is experimental — "
         "prefer llama.cpp or an AWQ/FP8 checkpoint.",
-    )  # fmt: skip
+    )

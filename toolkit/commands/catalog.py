@@ -8,7 +8,9 @@ import typer
 
 from toolkit.options import JsonOpt
 
-FamilyOpt = Annotated[Optional[str], typer.Option("--family", "-f", help="Only this model family (e.g. qwen3, llama3.1).")]
+FamilyOpt = Annotated[
+    Optional[str], typer.Option("--family", "-f", help="Only this model family (e.g. qwen3, llama3.1).")
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -25,17 +27,28 @@ def models_cmd(json_out: JsonOpt = False, family: FamilyOpt = None) -> None:
         specs = [s for s in specs if s.family.lower() == family.lower()]
         if not specs:
             families = sorted({s.family for s in catalog.models()})
-            raise CatalogError(f"no models in family '{family}'", fix="families: " + ", ".join(families), hint="selfhost models")
+            raise CatalogError(
+                f"no models in family '{family}'", fix="families: " + ", ".join(families), hint="selfhost models"
+            )
     if json_out:
         output.as_json([s.model_dump(mode="json") for s in specs])
         return
     rows = [
-        [s.id, s.aliases[0] if s.aliases else "", f"{s.params_b:g}B", s.num_hidden_layers, _context(s.max_position_embeddings),
-         _kv_kib(s), s.license]
+        [
+            s.id,
+            s.aliases[0] if s.aliases else "",
+            f"{s.params_b:g}B",
+            s.num_hidden_layers,
+            _context(s.max_position_embeddings),
+            _kv_kib(s),
+            s.license,
+        ]
         for s in specs
-    ]  # fmt: skip
+    ]
     output.table(None, ["model", "alias", "params", "layers", "ctx", "KV KiB/tok", "licence"], rows)
-    output.line("KV KiB/tok: bf16 KV cache per token over full-attention layers (sliding layers are bounded).", style="dim")
+    output.line(
+        "KV KiB/tok: bf16 KV cache per token over full-attention layers (sliding layers are bounded).", style="dim"
+    )
 
 
 def gpus_cmd(json_out: JsonOpt = False) -> None:
@@ -46,11 +59,18 @@ def gpus_cmd(json_out: JsonOpt = False) -> None:
         output.as_json([g.model_dump(mode="json") for g in specs])
         return
     rows = [
-        [g.name, f"{g.memory_gib:.2f}", f"{g.bandwidth_gbs:g}", f"{g.bf16_tflops:g}", "yes" if g.fp8_tflops else "no",
-         f"{g.compute_capability:g}" if g.vendor == "nvidia" else g.vendor, f"${g.street_price_usd:,.0f}",
-         f"${g.cloud_hourly_usd:.2f}" if g.cloud_hourly_usd is not None else "-"]
+        [
+            g.name,
+            f"{g.memory_gib:.2f}",
+            f"{g.bandwidth_gbs:g}",
+            f"{g.bf16_tflops:g}",
+            "yes" if g.fp8_tflops else "no",
+            f"{g.compute_capability:g}" if g.vendor == "nvidia" else g.vendor,
+            f"${g.street_price_usd:,.0f}",
+            f"${g.cloud_hourly_usd:.2f}" if g.cloud_hourly_usd is not None else "-",
+        ]
         for g in specs
-    ]  # fmt: skip
+    ]
     output.table(None, ["gpu", "GiB", "GB/s", "bf16 TFLOPS", "fp8", "CC", "price", "$/h"], rows)
     defaults = ", ".join(f"{short} = {full}" for short, full in catalog.GPU_DEFAULTS.items())
     output.line(f"GiB: memory as the CUDA runtime reports it; TFLOPS dense. Short names: {defaults}.", style="dim")
