@@ -5,6 +5,8 @@ existing image's label matches, so a warm `build` takes seconds.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import shutil
@@ -166,8 +168,21 @@ def save_tarball(img: BuiltImage) -> BuiltImage:
     return BuiltImage(img.name, img.ref, img.id, tar, h.hexdigest())
 
 
+@contextlib.contextmanager
+def _build_lock():
+    """One builder at a time (CI pre-build and a test session may overlap)."""
+    with cache_path("build.lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def build_all(vllm: bool = True) -> dict[str, BuiltImage]:
     """Build (or reuse) every image; vLLM and gateway also as `docker save` tarballs."""
+    with _build_lock():
+        return _build_all(vllm)
+
+
+def _build_all(vllm: bool) -> dict[str, BuiltImage]:
     if shutil.which("debootstrap") is None and image_label(BASE_IMAGE, INPUTS_LABEL) is None:
         raise RuntimeError("debootstrap missing: run .ci/docker-engine.sh first")
     base = build_base()

@@ -28,7 +28,7 @@ def ensure_wheelhouse() -> Path:
     log(f"wheelhouse: pip wheel {REQUIREMENT} -> {wh} (large download, once)")
     # `pip wheel` = `pip download` + build any sdist into a wheel, so the image needs no compilers.
     # torch==X+cpu is found through PIP_FIND_LINKS (/opt/wheels here, PyTorch's CPU index elsewhere).
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--progress-bar", "off",
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--progress-bar", "off",
                     "-w", str(wh), REQUIREMENT], check=True, stdout=subprocess.DEVNULL)
     done.write_text("\n".join(sorted(p.name for p in wh.glob("*.whl"))) + "\n")
     return wh
