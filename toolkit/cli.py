@@ -43,34 +43,22 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app; a SelfhostError becomes a message and an exit code, never a traceback."""
+    """Entry point: run the app; a SelfhostError becomes a message and an exit code, never a traceback.
+
+    Typer's standalone mode handles usage errors (exit 2), `typer.Exit` and Ctrl-C itself; what
+    reaches us is our own error tree, or a bug.
+    """
     from toolkit import output
 
     _register()
     try:
-        # Without standalone mode click returns the code of a `typer.Exit` instead of exiting.
-        rc = app(args=argv, standalone_mode=False)
-        if isinstance(rc, int) and rc:
-            sys.exit(rc)
+        app(args=argv, standalone_mode=True)
     except SelfhostError as exc:
         if os.environ.get("SELFHOST_DEBUG"):
             raise
         output.error(exc)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        output.line("interrupted")
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        output.line("aborted")
-        sys.exit(1)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:
         if os.environ.get("SELFHOST_DEBUG"):
             raise
         output.error(SelfhostError(f"internal error: {exc!r}", hint="set SELFHOST_DEBUG=1 for a traceback and report it"))
