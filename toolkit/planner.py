@@ -280,13 +280,15 @@ def plan(req: PlanRequest) -> PlanResult:
 def _no_fit(req: PlanRequest, resolved, bad: list[Option], context: int) -> NoFitError:
     """Name the smallest change that would fit, from the closest rejected layouts."""
     fixes = []
-    weights_fit = [o for o in bad if o.est.memory.kv_cache_gib > 0]
-    if weights_fit:
-        longest = max(weights_fit, key=lambda o: o.est.capacity.max_model_len_possible)
-        if longest.est.capacity.max_model_len_possible >= 256:
-            fixes.append(f"--context {longest.est.capacity.max_model_len_possible} on {longest.label}")
-        most = max(weights_fit, key=lambda o: o.est.capacity.max_concurrency)
-        if most.est.capacity.max_concurrency >= 1 and req.concurrency > 1:
+    # Only layouts vLLM would accept and whose weights fit can be rescued by a smaller request.
+    near = [o for o in bad if o.est.layout_ok and o.est.memory.kv_cache_gib > 0]
+    if near:
+        longest = max(near, key=lambda o: o.est.capacity.max_model_len_possible)
+        possible = longest.est.capacity.max_model_len_possible
+        if 256 <= possible < context:
+            fixes.append(f"--context {possible} on {longest.label}")
+        most = max(near, key=lambda o: o.est.capacity.max_concurrency)
+        if 1 <= most.est.capacity.max_concurrency < req.concurrency:
             fixes.append(f"--concurrency {int(most.est.capacity.max_concurrency)} on {most.label}")
     if not req.tp:
         fixes.append("more GPUs: add --gpu with a larger card (see `selfhost gpus`)")

@@ -51,6 +51,8 @@ class Estimate:
     max_num_seqs: int
     block_size: int
     weights: WeightBytes
+    layout_ok: bool = True
+    """vLLM would accept the layout (heads, alignment, compute capability)."""
     explain: list[Explanation] = field(default_factory=list)
 
 
@@ -106,6 +108,7 @@ def estimate(
     wb = weight_bytes(model, quant)
     w_rank = per_rank_bytes(model, wb, tp, pp, exact_weight_bytes)
     reasons = layout_problems(model, quant, tp, pp, device.gpu)
+    layout_ok = not reasons
     total = device.memory_gib * GIB
 
     if device.kind == "cpu":
@@ -189,6 +192,7 @@ def estimate(
         max_num_seqs=seqs,
         block_size=block,
         weights=wb,
+        layout_ok=layout_ok,
     )
 
 
