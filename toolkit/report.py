@@ -59,6 +59,10 @@ class PlanReport(Strict):
     """Model served."""
     vllm_version: str
     """vLLM release whose defaults are modelled."""
+    quantization: str
+    """Weight format of the chosen layout."""
+    quantization_quality: str
+    """Plain statement of what that format costs in accuracy."""
     per_gpu: MemoryBreakdown
     """Memory budget of one GPU of the chosen layout, GiB."""
     kv_cache_tokens: int
@@ -106,12 +110,14 @@ def option_report(o) -> OptionReport:
     )
 
 
-def plan_report(plan: Plan, options: list, rejected: list, *, fits: bool, reasons: list[str], explain=()) -> PlanReport:
+def plan_report(plan: Plan, chosen, options: list, rejected: list, *, fits: bool, explain=()) -> PlanReport:
     return PlanReport(
         fits=fits,
-        reasons=reasons,
+        reasons=chosen.problems,
         model=plan.model.id,
         vllm_version=plan.runtime.vllm_version,
+        quantization=chosen.quant.name,
+        quantization_quality=chosen.quant.quality.strip(),
         per_gpu=plan.memory,
         kv_cache_tokens=plan.capacity.kv_cache_tokens,
         max_concurrency=plan.capacity.max_concurrency,

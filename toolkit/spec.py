@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class Strict(BaseModel):
     """Frozen, and unknown keys are an error (a typo in a catalog or plan file must not pass)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 LayerKind = Literal["full", "sliding", "chunked", "linear", "none"]

@@ -81,8 +81,8 @@ def plan(
     chosen = result.options[0] if result.options else result.rejected[0]
     fits = bool(result.options)
     rows = explain_rows(req, planner.catalog.resolve_model(model), chosen) if explain else []
-    report = plan_report(result.plan, result.options[:top] if not tp else [chosen], result.rejected,
-                         fits=fits, reasons=chosen.problems, explain=rows)
+    report = plan_report(result.plan, chosen, result.options[:top] if not tp else [chosen], result.rejected,
+                         fits=fits, explain=rows)
     written = None
     if fits and not no_write:
         result.plan.dump(out)
