@@ -36,9 +36,9 @@ def _root(
 
 def _register() -> None:
     # Command modules import only what they need at call time, so `selfhost plan` stays light.
-    from toolkit.commands import catalog, deploy, plan
+    from toolkit.commands import bench, catalog, deploy, plan, runbook, templates
 
-    for module in (plan, catalog, deploy):
+    for module in (plan, catalog, deploy, templates, runbook, bench):
         module.register(app)
 
 

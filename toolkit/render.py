@@ -6,7 +6,9 @@
     BUNDLE/env/settings          ansible-runner settings
     BUNDLE/env/envvars           ANSIBLE_* settings
     BUNDLE/files/                rendered templates + weights.sha256
-    BUNDLE/prometheus/scrape.yml scrape config, serialized
+    BUNDLE/prometheus/scrape.yml scrape config, serialized (+ blackbox probe jobs)
+    BUNDLE/prometheus/alerts.yml  alert rules, BUNDLE/prometheus/blackbox.yml probe modules,
+    BUNDLE/grafana/dashboard.json dashboard: all three serialized from toolkit/monitoring.py
     BUNDLE/selfhost.lock.yml     written last: versions and digests of what made the bundle
 
 All decisions are made here, in Python; templates only print fields. The bundle is built in a
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from toolkit import __version__, pki
+from toolkit import __version__, monitoring, pki, runbook
 from toolkit.deploy_vars import DeployVars, ImageArtifact, TlsConfig
 from toolkit.errors import RenderError
 from toolkit.manifest import HashCache, manifest
@@ -216,7 +218,7 @@ def template_outputs(device: str) -> dict[str, str]:
         "vllm/vllm.env": "vllm/vllm.env.j2",
         "gateway/nginx.conf": "gateway/nginx.conf.j2",
         "systemd/selfhost.service": "systemd/selfhost.service.j2",
-        "runbooks/RUNBOOK.md": "runbooks/RUNBOOK.md.j2",
+        **{runbook.page_file(t): runbook.template_name(t) for t in runbook.TOPICS},
     }
 
 
@@ -239,8 +241,140 @@ def template_context(plan: Plan, site: Site, dv: DeployVars) -> dict:
             "scale_out": (f"spread the model over more GPUs (tensor parallel {plan.hardware.tensor_parallel_size * 2})"
                           if plan.hardware.device == "gpu" else "give the KV cache more RAM (VLLM_CPU_KVCACHE_SPACE)"),
             "memory_note": _memory_note(plan),
+            "max_num_seqs": max(plan.vllm.max_num_seqs // 2, 1),
+        },
+        **_runbook_context(plan, site, dv),
+    }
+
+
+def _runbook_context(plan: Plan, site: Site, dv: DeployVars) -> dict:
+    """Values the incident pages (templates/runbooks/*.md.j2) print; every device/TLS choice is made here."""
+    gpu = plan.hardware.device == "gpu"
+    t = monitoring.thresholds(plan)
+    tls = dv.selfhost_tls
+    cert_files = ([{"host": h.name, "cert": f"{tls.host_dir}/{h.name}.crt"} for h in site.hosts]
+                  if tls.mode == "internal-ca" else [{"host": h.name, "cert": tls.cert} for h in site.hosts])
+    return {
+        "kv_fixes": _kv_fixes(plan),
+        "slo": {"ttft_p95_s": t.ttft_p95_s, "itl_p95_s": t.itl_p95_s, "waiting": t.waiting,
+                "kv_usage_pct": round(t.kv_usage * 100), "cert_days": t.cert_days},
+        "alerts": [{"name": r.name, "runbook": r.runbook, "summary": r.summary} for r in monitoring.alert_rules(plan)],
+        "device": {
+            "kind": plan.hardware.device,
+            "note": (f"This deployment runs on {plan.hardware.gpus_per_replica} NVIDIA GPU(s) per host; the image "
+                     f"`{dv.selfhost_images_vllm.ref}` brings its own CUDA runtime, which needs a host driver at "
+                     "least as new as that CUDA release." if gpu else
+                     "This deployment runs on the CPU: no GPU driver or CUDA is involved. The same class of "
+                     "failure is an image built for CPU features the host lacks (AVX2/AVX-512)."),
+            "checks": _device_checks(plan, dv),
+            **_device_failures(gpu),
+        },
+        "tls": {"mode": tls.mode, "ca_cert": tls.ca_cert, "cert_files": cert_files,
+                "renew": ("`selfhost render` re-issues host certificates from the internal CA "
+                          f"({tls.ca_cert}) when they are within 30 days of expiry" if tls.mode == "internal-ca" else
+                          f"replace {tls.cert} and {tls.key} with a renewed certificate from your CA "
+                          "(same names), keeping every host name in its SANs")},
+        "commands": {
+            "render": f"selfhost render plan.yml -i {site.path}",
+            "deploy": f"selfhost deploy build/{plan.name}",
+            "bench": (f"selfhost bench -i {site.path} --plan plan.yml --concurrency "
+                      f"{plan.performance.at_concurrency} --duration 60"),
+            "reload_gateway": shlex.join(["docker", "exec", dv.selfhost_gateway_container,
+                                          *dv.selfhost_gateway_argv, "-s", "reload"]),
         },
     }
+
+
+def _kv_fixes(plan: Plan) -> list[dict]:
+    """The flags that change the KV budget, with the plan's value now and the value to try."""
+    v, hw = plan.vllm, plan.hardware
+    rows = [
+        {"flag": "--max-model-len", "now": v.max_model_len, "try": max(v.max_model_len // 2, 1024),
+         "effect": "halves the KV cache one full-length request needs"},
+        {"flag": "--max-num-seqs", "now": v.max_num_seqs, "try": max(v.max_num_seqs // 2, 1),
+         "effect": "fewer sequences share the cache (less queueing inside the batch)"},
+    ]
+    if hw.device == "gpu":
+        gmu = v.gpu_memory_utilization or 0.9
+        rows.append({"flag": "--gpu-memory-utilization", "now": gmu, "try": round(max(gmu - 0.05, 0.5), 2),
+                     "effect": "lower it when another process holds GPU memory (torch.OutOfMemoryError while "
+                               "loading); raise it only when the plan's headroom "
+                               f"({plan.memory.headroom_gib:g} GiB per GPU) allows"})
+        rows.append({"flag": "--tensor-parallel-size", "now": hw.tensor_parallel_size,
+                     "try": hw.tensor_parallel_size * 2,
+                     "effect": "spreads weights and KV cache over twice the GPUs (re-plan: it needs the GPUs)"})
+    else:
+        space = plan.runtime.env.get("VLLM_CPU_KVCACHE_SPACE", "4")
+        rows.append({"flag": "VLLM_CPU_KVCACHE_SPACE (env, GiB)", "now": space,
+                     "try": str(int(float(space) * 2)),
+                     "effect": "doubles the KV cache; the host needs that much more free RAM"})
+    return rows
+
+
+def _device_failures(gpu: bool) -> dict[str, list[str]]:
+    """Symptoms and fixes for the driver-cuda-mismatch page, by device (the template only loops)."""
+    if gpu:
+        return {
+            "symptoms": [
+                "`Error 803: system has unsupported display driver / cuda driver combination`",
+                "`Error 804: forward compatibility was attempted on non supported HW`",
+                "`nvidia-container-cli: requirement error: unsatisfied condition: cuda>=12.x, please update your driver`",
+                "`could not select device driver \"\" with capabilities: [[gpu]]`",
+                "`Failed to initialize NVML: Driver/library version mismatch` (after an OS update)",
+                "`CUDA error 802: system not yet initialized` (NVSwitch systems without a matching nvidia-fabricmanager)",
+                "The server starts but reports no CUDA devices.",
+            ],
+            "fixes": [
+                "**Driver older than the image's CUDA**: install a newer driver branch from the site mirror (set "
+                "`selfhost_runtime_driver_package` in `group_vars/inference.yml`), or pin an older image.",
+                "**`Driver/library version mismatch`**: user-space libraries were upgraded under a loaded kernel "
+                "module. Reboot the host in a maintenance window, and keep the driver packages on hold "
+                "(`apt-mark showhold | grep -i nvidia`) so unattended upgrades cannot do it again.",
+                "**Docker not wired to the GPU**: `nvidia-ctk runtime configure --runtime=docker && systemctl restart "
+                "docker`. Snap-installed Docker cannot use the NVIDIA toolkit: replace it.",
+                "**Secure Boot refuses the module**: enrol the DKMS signing key (`mokutil --import`) or use signed "
+                "driver packages.",
+                "**NVSwitch (HGX) systems**: install and start `nvidia-fabricmanager` of exactly the driver's version.",
+            ],
+        }
+    return {
+        "symptoms": [
+            "The container exits at once with `Illegal instruction` (the image needs AVX2/AVX-512 the CPU lacks).",
+            "`RuntimeError` mentioning the CPU backend or an unsupported ISA at start-up.",
+            "A GPU image was pulled instead of the CPU build (it looks for CUDA and finds none).",
+        ],
+        "fixes": [
+            "**Missing CPU features**: move the deployment to a host whose CPU has AVX2 (preflight checks it), or "
+            "use a CPU image built for this CPU generation.",
+            "**Wrong image**: set `selfhost_images_vllm_ref` in `group_vars/inference.yml` to the CPU build of "
+            "the pinned vLLM release.",
+        ],
+    }
+
+
+def _device_checks(plan: Plan, dv: DeployVars) -> list[dict]:
+    image = dv.selfhost_images_vllm.ref
+    if plan.hardware.device == "gpu":
+        return [
+            {"what": "Driver loaded and GPUs visible", "command": "nvidia-smi"},
+            {"what": "Driver version (compare with the image's CUDA requirement)",
+             "command": "nvidia-smi --query-gpu=driver_version,name,memory.total --format=csv"},
+            {"what": "Kernel module and user-space library agree",
+             "command": "cat /proc/driver/nvidia/version; dpkg -l 'libnvidia-compute-*' | tail -n +6"},
+            {"what": "CUDA version the image needs",
+             "command": f"docker image inspect {image} --format '{{{{json .Config.Env}}}}' | tr ',' '\\n' | grep -i cuda"},
+            {"what": "The image sees the GPUs with the production runtime flags",
+             "command": f"docker run --rm --gpus {dv.selfhost_vllm_gpus} --entrypoint python3 {image} "
+                        "-c 'import torch; print(torch.version.cuda, torch.cuda.is_available(), torch.cuda.device_count())'"},
+            {"what": "Docker is wired to the NVIDIA runtime", "command": "nvidia-ctk --version; docker info | grep -i runtimes"},
+            {"what": "DKMS built the module for the running kernel; Secure Boot state",
+             "command": "dkms status; uname -r; mokutil --sb-state"},
+        ]
+    return [
+        {"what": "CPU features the CPU image needs", "command": "grep -o -w -E 'avx2|avx512f' /proc/cpuinfo | sort | uniq -c"},
+        {"what": "The image starts and imports vLLM",
+         "command": f"docker run --rm --entrypoint python3 {image} -c 'import vllm; print(vllm.__version__)'"},
+    ]
 
 
 def _hardware_summary(plan: Plan) -> str:
@@ -271,6 +405,9 @@ def _contents(plan: Plan, site: Site, dv: DeployVars, templates: Templates, weig
     files["env/settings"] = _yaml({"suppress_ansible_output": False})
     files["env/envvars"] = _yaml(_envvars(site))
     files["prometheus/scrape.yml"] = HEADER + _scrape(plan, site, dv)
+    files["prometheus/alerts.yml"] = HEADER + _yaml(monitoring.alerts_file(plan))
+    files["prometheus/blackbox.yml"] = HEADER + _yaml(monitoring.blackbox_file(plan))
+    files["grafana/dashboard.json"] = json.dumps(monitoring.dashboard(plan), indent=2) + "\n"
     files[LOCK] = _lock(plan, templates, sorted(outputs.values()))
     return files
 
@@ -296,7 +433,7 @@ def _envvars(site: Site) -> dict:
 
 def _scrape(plan: Plan, site: Site, dv: DeployVars) -> str:
     job = {
-        "job_name": f"selfhost-{plan.name}",
+        "job_name": monitoring.jobs(plan)["server"],
         "scheme": "https",
         "metrics_path": "/metrics",
         # Copy the CA certificate and an API key to these paths on the Prometheus server.
@@ -307,7 +444,10 @@ def _scrape(plan: Plan, site: Site, dv: DeployVars) -> str:
             "labels": {"deployment": plan.name, "model": plan.vllm.served_model_name},
         }],
     }
-    return _yaml({"scrape_configs": [job]})
+    targets = job["static_configs"][0]["targets"]
+    blackbox = monitoring.blackbox_jobs(plan, targets, [h.address or h.name for h in site.hosts])
+    # The probe jobs need blackbox_exporter (modules in blackbox.yml); alerts.yml holds the rules.
+    return _yaml({"rule_files": ["alerts.yml"], "scrape_configs": [job, *blackbox]})
 
 
 def _lock(plan: Plan, templates: Templates, names: list[str]) -> str:

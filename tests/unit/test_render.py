@@ -28,7 +28,7 @@ from toolkit.templates import Templates, list_templates, packaged_dir
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = bool(os.environ.get("UPDATE_GOLDEN"))
 # Compared byte for byte; project/ is a verbatim copy of playbooks/ (owned elsewhere).
-COMPARED_DIRS = ("env", "files", "inventory", "prometheus")
+COMPARED_DIRS = ("env", "files", "inventory", "prometheus", "grafana")
 
 
 def _plan(name, *, model, served, weights_gib, max_pos, hardware, vllm, runtime, memory, capacity) -> Plan:
