@@ -1,0 +1,222 @@
+"""Run a rendered bundle with ansible-runner and report what happened, host by host.
+
+The deployer takes a bundle directory (ansible-runner's private_data_dir, written by
+`toolkit.render`) and nothing else: it never reads the Plan. Progress goes to an `on_event`
+callback as `TaskEvent`s; the result is a `DeployResult`. It prints nothing.
+
+Secrets: tasks that touch the API key or TLS key use `no_log`, so ansible-runner's events and
+artifacts (kept under BUNDLE/artifacts/) hold only "censored" placeholders for them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from toolkit.errors import DeployError, DeployTimeout, SelfhostError
+
+PLAYBOOK = "site.yml"
+# Steps of site.yml, by role, in order: the progress view's columns.
+STEPS = ["preflight", "runtime", "images", "weights", "vllm", "gateway", "verify"]
+_EVENT_STATUS = {
+    "runner_on_start": "started",
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "unreachable",
+    "runner_item_on_failed": "failed",
+}
+_SECRET_HINTS = ("BEGIN PRIVATE KEY", "BEGIN EC PRIVATE KEY", "Bearer ")
+
+
+class DeployCanceled(DeployError):
+    """The run was interrupted (Ctrl-C)."""
+
+    exit_code = 130
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    host: str
+    """Inventory host name."""
+    step: str
+    """Role step (`preflight` … `verify`), or `setup` for fact gathering."""
+    task: str
+    """Task name as written in the role (a sentence)."""
+    status: str
+    """started | ok | changed | failed | skipped | unreachable."""
+    message: str | None = None
+    """Failure message (failed/unreachable only)."""
+
+
+@dataclass
+class HostStats:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class FailedTask:
+    host: str
+    step: str
+    task: str
+    message: str
+
+
+@dataclass
+class DeployResult:
+    status: str
+    """ansible-runner status: successful | failed | timeout | canceled."""
+    rc: int
+    check: bool
+    """True when the run was a --check preview (nothing changed on the hosts)."""
+    hosts: dict[str, HostStats] = field(default_factory=dict)
+    failed: list[FailedTask] = field(default_factory=list)
+    changed_tasks: dict[str, list[str]] = field(default_factory=dict)
+    """host → "step: task" of every task that reported (or, in check mode, would report) a change."""
+    artifacts: str | None = None
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "successful" and not self.failed
+
+    @property
+    def total_changed(self) -> int:
+        return sum(h.changed for h in self.hosts.values())
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ok"] = self.ok
+        return d
+
+    def raise_for_status(self) -> None:
+        """Map ansible-runner's status to the error tree (exit codes 2, 3, 130)."""
+        if self.ok:
+            return
+        first = self.failed[0] if self.failed else None
+        where = f"{first.host}: {first.step}: {first.task}: {first.message}" if first else f"rc {self.rc}"
+        hint = f"ansible-runner artifacts: {self.artifacts}" if self.artifacts else None
+        if self.status == "timeout":
+            raise DeployTimeout(f"deploy timed out ({where})", hint=hint)
+        if self.status == "canceled":
+            raise DeployCanceled("deploy canceled", hint=hint)
+        raise DeployError(f"deploy failed on {len({f.host for f in self.failed}) or '?'} host(s): {where}",
+                          fix="fix what the message names, then run `selfhost deploy` again (every step is idempotent)",
+                          hint=hint)
+
+
+def _step_of(event_data: dict) -> str:
+    role = event_data.get("role") or ""
+    if role.startswith("selfhost_"):
+        return role[len("selfhost_"):]
+    return "setup" if (event_data.get("task_action") or "").endswith("gather_facts") else (role or "setup")
+
+
+def _message(res: dict) -> str:
+    if res.get("censored"):
+        return "(output hidden: no_log task)"
+    msg = res.get("msg") or res.get("reason") or ""
+    if res.get("stderr") and (not msg or msg == "non-zero return code"):
+        msg = f"{msg}: {res['stderr']}" if msg else res["stderr"]
+    if not msg and res.get("results"):  # a loop: first failed item
+        for item in res["results"]:
+            if isinstance(item, dict) and item.get("failed"):
+                return _message(item)
+    text = " ".join(str(msg).split())
+    if any(h in text for h in _SECRET_HINTS):  # belt and braces: never surface key material
+        return "(message withheld: it looked like it held a secret)"
+    return text[:1500]
+
+
+class _Collector:
+    def __init__(self, result: DeployResult, on_event: Callable[[TaskEvent], None] | None):
+        self.result = result
+        self.on_event = on_event
+
+    def __call__(self, event: dict) -> bool:
+        kind = event.get("event", "")
+        status = _EVENT_STATUS.get(kind)
+        if status is None:
+            return True
+        data = event.get("event_data") or {}
+        host = data.get("host") or data.get("remote_addr") or "?"
+        task = data.get("task") or ""
+        step = _step_of(data)
+        res = data.get("res") or {}
+        msg = None
+        changed = res.get("changed")
+        if res.get("censored"):  # no_log: the result is hidden, Ansible's status line is not
+            changed = (event.get("stdout") or "").lstrip("\x1b[0;3m123456789").startswith("changed")
+        if status == "ok" and changed:
+            status = "changed"
+            self.result.changed_tasks.setdefault(host, []).append(f"{step}: {task}")
+        if status in ("failed", "unreachable"):
+            if data.get("ignore_errors"):
+                return True
+            msg = _message(res)
+            if kind != "runner_item_on_failed":
+                self.result.failed.append(FailedTask(host=host, step=step, task=task, message=msg))
+        if self.on_event is not None:
+            self.on_event(TaskEvent(host=host, step=step, task=task, status=status, message=msg))
+        return True
+
+
+def run(bundle_dir: Path, *, check: bool = False, limit: str | None = None,
+        on_event: Callable[[TaskEvent], None] | None = None, key_fetch_dir: Path | None = None,
+        playbook: str = PLAYBOOK, timeout_s: int | None = None) -> DeployResult:
+    """Run `playbook` of the bundle; returns the result (call `raise_for_status()` to turn failure into an error)."""
+    import time
+
+    from ansible_runner.interface import init_runner
+
+    bundle_dir = Path(bundle_dir).absolute()
+    if not (bundle_dir / "project" / playbook).is_file() or not (bundle_dir / "env" / "extravars").is_file():
+        raise SelfhostError(f"{bundle_dir} is not a rendered bundle (no project/{playbook} or env/extravars)",
+                            hint="selfhost render PLAN -i SITE  writes one")
+    venv_bin = str(Path(sys.executable).parent)  # ansible-playbook lives beside this Python
+    envvars = {"PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
+    extravars = {}
+    if key_fetch_dir is not None:
+        extravars["selfhost_gateway_key_fetch_dir"] = str(Path(key_fetch_dir).absolute())
+    cmdline = "--check" if check else None
+    result = DeployResult(status="unknown", rc=-1, check=check)
+    started = time.monotonic()
+    r = init_runner(
+        private_data_dir=str(bundle_dir),
+        playbook=playbook,
+        limit=limit,
+        cmdline=cmdline,
+        envvars=envvars,
+        extravars=extravars or None,
+        event_handler=_Collector(result, on_event),
+        quiet=True,
+        rotate_artifacts=20,
+        timeout=timeout_s,
+        ident=f"{time.strftime('%Y%m%dT%H%M%S')}-{'check' if check else 'deploy'}",
+    )
+    # The bundle's env/settings may ask for Ansible's own output; the CLI owns the terminal.
+    r.config.suppress_ansible_output = True
+    r.run()
+    result.wall_s = round(time.monotonic() - started, 1)
+    result.status, result.rc = r.status, r.rc
+    result.artifacts = str(bundle_dir / "artifacts" / r.config.ident)
+    stats = r.stats or {}
+    hosts = set()
+    for key in ("ok", "changed", "failures", "dark", "skipped", "processed"):
+        hosts.update((stats.get(key) or {}).keys())
+    for h in sorted(hosts):
+        result.hosts[h] = HostStats(
+            ok=stats.get("ok", {}).get(h, 0), changed=stats.get("changed", {}).get(h, 0),
+            failed=stats.get("failures", {}).get(h, 0), unreachable=stats.get("dark", {}).get(h, 0),
+            skipped=stats.get("skipped", {}).get(h, 0))
+    if result.status == "failed" and not result.failed:  # e.g. a syntax error: no task event
+        tail = (r.stdout.read() if hasattr(r.stdout, "read") else "")[-1500:]
+        result.failed.append(FailedTask(host="-", step="-", task="ansible-playbook", message=" ".join(tail.split())))
+    return result
