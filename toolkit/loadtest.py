@@ -211,6 +211,8 @@ def _one(client: _Client, model: str, prompt: str, max_tokens: int, hard_deadlin
         r.status = resp.status
         if resp.status != 200:
             r.error = f"HTTP {resp.status}: {resp.read()[:200].decode(errors='replace').strip()}"
+            if resp.will_close:
+                client.close()
             return r
         while True:
             if time.monotonic() > hard_deadline:
@@ -226,6 +228,7 @@ def _one(client: _Client, model: str, prompt: str, max_tokens: int, hard_deadlin
             data = line[5:].strip()
             if data == b"[DONE]":
                 done = True
+                resp.read()  # the chunked body's end: the keep-alive connection is reusable only after it
                 break
             event = json.loads(data)
             if event.get("usage"):
@@ -248,6 +251,8 @@ def _one(client: _Client, model: str, prompt: str, max_tokens: int, hard_deadlin
         client.close()
         r.error = "stream ended without [DONE]"
         return r
+    if resp.will_close:
+        client.close()
     r.latency_s = time.monotonic() - start
     r.output_tokens = usage_tokens if usage_tokens is not None else chunks
     r.ok = True

@@ -89,3 +89,17 @@ def test_every_metric_in_an_expression_is_declared():
     for expr in exprs:
         for name in re.findall(r"\b(vllm:[a-zA-Z0-9_:]+|[a-z_]+_(?:total|seconds|bucket|perc|expiry|success))\b", expr):
             assert name in declared, f"{name} in `{expr}` is not declared in monitoring.METRICS"
+
+
+LABELS_USED = {"http_requests_total": "status", "vllm:request_success_total": "finished_reason"}
+
+
+def test_labels_the_rules_filter_on_exist(scrape):
+    """The 5xx and abort/error selectors filter on labels: a renamed label would match nothing, silently."""
+    for name, label in LABELS_USED.items():
+        lines = [ln for ln in scrape.splitlines() if ln.startswith(name + "{")]
+        assert lines, f"{name} has no samples"
+        assert any(f'{label}="' in ln for ln in lines), f"{name} has no '{label}' label: {lines[:3]}"
+    reasons = {re.search(r'finished_reason="([^"]+)"', ln).group(1)
+               for ln in scrape.splitlines() if ln.startswith("vllm:request_success_total{")}
+    assert {"abort", "error"} <= reasons, reasons
