@@ -23,13 +23,20 @@ app = typer.Typer(help="List, eject and track the Jinja templates a bundle is re
                   no_args_is_help=True, epilog="Examples: " + "; ".join(EXAMPLES))
 
 
+def _tdir(site: Path) -> Path:
+    """SITE/templates of a real site folder (load_site validates it: no templates land in a typo'd path)."""
+    from toolkit.site import load_site
+
+    return load_site(site).templates_dir
+
+
 @app.command("list")
 def list_(inventory: OptionalSite = None, json: JsonOpt = False) -> None:
     """Every packaged template, and whether SITE overrides it."""
     from toolkit import output
     from toolkit.template_ops import status
 
-    rows = status(inventory / "templates" if inventory else None)
+    rows = status(_tdir(inventory) if inventory else None)
     if json:
         output.as_json({"templates": [r.to_dict() for r in rows]})
         return
@@ -44,7 +51,7 @@ def eject(name: NameArg, inventory: InventoryOpt) -> None:
     from toolkit import output
     from toolkit.template_ops import eject as do_eject
 
-    dest = do_eject(inventory / "templates", name)
+    dest = do_eject(_tdir(inventory), name)
     output.line(f"ejected {name} → {dest}")
     output.line(f"edit it; renders for this site now use it. Later upgrades: `selfhost templates diff -i {inventory}`")
 
@@ -55,12 +62,12 @@ def diff(inventory: InventoryOpt, json: JsonOpt = False) -> None:
     from toolkit import output
     from toolkit.template_ops import diff as do_diff
 
-    rows = do_diff(inventory / "templates")
+    rows = do_diff(_tdir(inventory))
     if json:
         output.as_json({"templates": [r.to_dict() for r in rows]})
         return
     if not rows:
-        output.line(f"no ejected templates in {inventory}/templates")
+        output.line(f"no ejected templates in {_tdir(inventory)}")
         return
     for r in rows:
         flags = ["upstream changed" if r.upstream_changed else "upstream unchanged",
@@ -77,7 +84,7 @@ def accept(name: NameArg, inventory: InventoryOpt) -> None:
     from toolkit import output
     from toolkit.template_ops import accept as do_accept
 
-    digest = do_accept(inventory / "templates", name)
+    digest = do_accept(_tdir(inventory), name)
     output.line(f"{name}: baseline is now the packaged template {digest[:12]}")
 
 
