@@ -101,3 +101,125 @@ def plan_summary(report, *, written=None) -> None:
               [[e.name, e.value, e.provenance, e.detail] for e in r.explain])
     if written:
         line(f"Plan written to {written}")
+
+
+# ---------------------------------------------------------------- deploy
+
+def confirm(question: str) -> bool:
+    """Ask a yes/no question on the terminal (the caller makes sure stdin is one)."""
+    from rich.prompt import Confirm
+
+    return Confirm.ask(question, console=err_console, default=False)
+
+
+class DeployProgress:
+    """Live host × step grid for `selfhost deploy`; feed it `deployer.TaskEvent`s via `update`.
+
+    Cells: `·` not yet, `…` running, `ok`, `N changed`, `FAILED`, `-` skipped. The line under the
+    grid names the task running on each host. With a non-terminal stdout it prints nothing live.
+    """
+
+    _STYLE = {"failed": "bold red", "unreachable": "bold red", "changed": "yellow", "ok": "green", "running": "cyan"}
+
+    def __init__(self, hosts: list[str], steps: list[str], *, title: str = "deploy") -> None:
+        from rich.live import Live
+
+        self.hosts, self.steps, self.title = list(hosts), list(steps), title
+        self.cells: dict[tuple[str, str], dict] = {}
+        self.current: dict[str, str] = {}
+        self._live = Live(self._render(), console=console, refresh_per_second=4, transient=False,
+                          auto_refresh=True, redirect_stdout=False, redirect_stderr=False)
+
+    def __enter__(self) -> "DeployProgress":
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.current.clear()
+        self._live.update(self._render())
+        self._live.__exit__(*exc)
+
+    def update(self, event) -> None:
+        if event.host not in self.hosts:
+            self.hosts.append(event.host)
+        if event.step not in self.steps:
+            return  # fact gathering and the like: not a column
+        cell = self.cells.setdefault((event.host, event.step), {"state": "running", "changed": 0})
+        if event.status == "started":
+            self.current[event.host] = f"{event.step}: {event.task}"
+            if cell["state"] not in ("failed", "unreachable"):
+                cell["state"] = "running"
+        elif event.status in ("failed", "unreachable"):
+            cell["state"] = event.status
+        else:
+            if event.status == "changed":
+                cell["changed"] += 1
+            if cell["state"] == "running":
+                cell["state"] = "ok"
+            # a later step started on this host closes the earlier ones
+            for step in self.steps[: self.steps.index(event.step)]:
+                prev = self.cells.get((event.host, step))
+                if prev and prev["state"] == "running":
+                    prev["state"] = "ok"
+        self._live.update(self._render())
+
+    def _render(self):
+        from rich.console import Group
+        from rich.text import Text
+
+        t = Table(title=self.title, title_justify="left")
+        t.add_column("host")
+        for step in self.steps:
+            t.add_column(step)
+        for host in self.hosts:
+            row = [host]
+            for step in self.steps:
+                cell = self.cells.get((host, step))
+                if cell is None:
+                    row.append(Text("·", style="dim"))
+                    continue
+                state = cell["state"]
+                if state in ("failed", "unreachable"):
+                    label = state.upper()
+                elif state == "running":
+                    label = "…"
+                elif cell["changed"]:
+                    label, state = f"{cell['changed']} changed", "changed"
+                else:
+                    label = "ok"
+                row.append(Text(label, style=self._STYLE.get(state, "")))
+            t.add_row(*row)
+        lines = [Text(f"{h}: {task}", style="dim") for h, task in self.current.items()]
+        return Group(t, *lines)
+
+
+def deploy_preview(changed_tasks: dict[str, list[str]], hosts: list[str]) -> None:
+    """What a --check run says would change, per host."""
+    for host in hosts:
+        tasks = changed_tasks.get(host, [])
+        if not tasks:
+            console.print(f"{host}: no changes", style="green", markup=False)
+            continue
+        console.print(f"{host}: {len(tasks)} change(s)", style="yellow", markup=False)
+        for task in tasks:
+            console.print(f"  ~ {task}", markup=False)
+
+
+def deploy_summary(result) -> None:
+    """Per-host recap of a `deployer.DeployResult`, then the failed tasks with their messages."""
+    rows = [[h, s.ok, s.changed, s.failed, s.unreachable, s.skipped] for h, s in result.hosts.items()]
+    table(f"{'check' if result.check else 'deploy'}: {result.status} in {result.wall_s:.0f}s",
+          ["host", "ok", "changed", "failed", "unreachable", "skipped"], rows)
+    for f in result.failed:
+        err_console.print(f"FAILED {f.host} [{f.step}] {f.task}", style="bold red", markup=False)
+        err_console.print(f"  {f.message}", markup=False)
+
+
+def api_keys(keys: dict[str, str]) -> None:
+    """Show newly created API keys. They are not stored anywhere else on this machine: shown once."""
+    if not keys:
+        return
+    console.print("New API keys (shown once; they live root-only on each host, in the gateway's api-keys.conf):",
+                  style="bold", markup=False)
+    for host, key in keys.items():
+        console.print(f"  {host}: {key}", markup=False)

@@ -6,7 +6,110 @@ registered at the end of `register`.
 
 from __future__ import annotations
 
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
+
+from toolkit.options import DryRunOpt, InventoryOpt, JsonOpt, PlanArg, YesOpt
+
+EXAMPLES = [
+    "selfhost deploy plan.yml -i sites/prod",
+    "selfhost deploy plan.yml -i sites/prod --dry-run",
+    "selfhost deploy plan.yml -i sites/prod --limit gpu-01 --yes",
+    "selfhost deploy plan.yml -i sites/prod --check --json",
+]
+
+CheckOpt = Annotated[bool, typer.Option("--check", help="Only check: preflight + end-to-end verify of what is deployed; change nothing.")]
+LimitOpt = Annotated[Optional[str], typer.Option("--limit", help="Only these hosts (Ansible pattern, e.g. gpu-01 or 'gpu-*').")]
+WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="Model folder on this machine (overrides selfhost_weights_source).")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle folder (default: build/<plan name>).")]
+_KEY_RE = re.compile(r'"Bearer ([0-9A-Za-z._~+/-]{16,})"\s+1;')
+
+
+def deploy(plan: PlanArg, inventory: InventoryOpt, check: CheckOpt = False, limit: LimitOpt = None,
+           yes: YesOpt = False, dry_run: DryRunOpt = False, json: JsonOpt = False,
+           weights: WeightsOpt = None, out: OutOpt = None) -> None:
+    """Render PLAN for SITE, preview the changes (Ansible check mode), ask, then deploy with live progress."""
+    from toolkit import deployer, output
+    from toolkit.errors import ConfigError
+    from toolkit.plan import Plan
+    from toolkit.render import render
+    from toolkit.site import load_site
+
+    the_plan = Plan.load(plan)
+    site = load_site(inventory)
+    bundle = render(the_plan, site, out or Path("build") / the_plan.name, weights_source=weights)
+    hosts = [h.name for h in site.hosts]
+    report: dict = {"bundle": str(bundle.path)}
+
+    if check:  # read-only health check of what is deployed
+        result = _run(deployer, output, bundle.path, hosts, json, check=True, limit=limit, playbook="check.yml",
+                      title="check")
+        _finish(output, json, report | {"check": result.to_dict()}, result)
+        return
+
+    preview = deployer.run(bundle.path, check=True, limit=limit)
+    report["preview"] = preview.to_dict()
+    if not json:
+        output.deploy_preview(preview.changed_tasks, list(preview.hosts) or hosts)
+    if not preview.ok:
+        _finish(output, json, report, preview)
+    if dry_run:
+        if json:
+            output.as_json(report)
+        else:
+            output.line(f"dry run: nothing changed. Bundle: {bundle.path}")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError("refusing to deploy without confirmation: stdin is not a terminal",
+                              fix="pass --yes to deploy non-interactively (review with --dry-run first)")
+        if not output.confirm(f"Deploy {the_plan.name} to {len(preview.hosts) or len(hosts)} host(s)?"):
+            output.line("aborted: nothing changed")
+            raise typer.Exit(1)
+
+    key_dir = Path(tempfile.mkdtemp(prefix="selfhost-keys-"))
+    try:
+        result = _run(deployer, output, bundle.path, hosts, json, limit=limit, key_fetch_dir=key_dir)
+        keys = _read_keys(key_dir)
+    finally:
+        shutil.rmtree(key_dir, ignore_errors=True)
+    report["deploy"] = result.to_dict()
+    if json:
+        report["api_keys"] = keys  # shown once; not written anywhere on this machine
+    else:
+        output.api_keys(keys)
+    _finish(output, json, report, result)
+
+
+def _run(deployer, output, bundle: Path, hosts: list[str], json: bool, *, title: str = "deploy", **kw):
+    if json or not sys.stdout.isatty():
+        return deployer.run(bundle, **kw)
+    with output.DeployProgress(hosts, deployer.STEPS, title=title) as view:
+        return deployer.run(bundle, on_event=view.update, **kw)
+
+
+def _finish(output, json: bool, report: dict, result) -> None:
+    """Print the summary (or the JSON document) and turn a failed run into its error/exit code."""
+    if json:
+        output.as_json(report)
+    else:
+        output.deploy_summary(result)
+    result.raise_for_status()
+
+
+def _read_keys(key_dir: Path) -> dict[str, str]:
+    keys = {}
+    for f in sorted(key_dir.glob("*.conf")):
+        found = _KEY_RE.findall(f.read_text())
+        if found:
+            keys[f.stem] = found[0]
+    return keys
 
 
 def register(app: typer.Typer) -> None:
@@ -14,4 +117,4 @@ def register(app: typer.Typer) -> None:
 
     site.register(app)
     render.register(app)
-    # `deploy` registers here, e.g. app.command("deploy")(deploy)
+    app.command("deploy", epilog="Examples: " + "; ".join(EXAMPLES))(deploy)
