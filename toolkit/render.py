@@ -276,7 +276,7 @@ def _runbook_context(plan: Plan, site: Site, dv: DeployVars) -> dict:
                           "(same names), keeping every host name in its SANs")},
         "commands": {
             "render": f"selfhost render plan.yml -i {site.path}",
-            "deploy": f"selfhost deploy build/{plan.name}",
+            "deploy": f"selfhost deploy plan.yml -i {site.path}",
             "bench": (f"selfhost bench -i {site.path} --plan plan.yml --concurrency "
                       f"{plan.performance.at_concurrency} --duration 60"),
             "reload_gateway": shlex.join(["docker", "exec", dv.selfhost_gateway_container,
