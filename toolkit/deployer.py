@@ -19,6 +19,7 @@ from typing import Callable
 from toolkit.errors import DeployError, DeployTimeout, SelfhostError
 
 PLAYBOOK = "site.yml"
+FORKS = 10
 # Steps of site.yml, by role, in order: the progress view's columns.
 STEPS = ["preflight", "runtime", "images", "weights", "vllm", "gateway", "verify"]
 _EVENT_STATUS = {
@@ -185,7 +186,8 @@ def run(bundle_dir: Path, *, check: bool = False, limit: str | None = None,
     extravars = {}
     if key_fetch_dir is not None:
         extravars["selfhost_gateway_key_fetch_dir"] = str(Path(key_fetch_dir).absolute())
-    cmdline = "--check" if check else None
+    # Always explicit: ansible-runner would otherwise fall back to a stale env/cmdline file.
+    cmdline = "--check" if check else f"--forks {FORKS}"
     result = DeployResult(status="unknown", rc=-1, check=check)
     started = time.monotonic()
     r = init_runner(
@@ -197,6 +199,7 @@ def run(bundle_dir: Path, *, check: bool = False, limit: str | None = None,
         extravars=extravars or None,
         event_handler=_Collector(result, on_event),
         quiet=True,
+        suppress_env_files=True,  # never write our run-time options (or the key dir) into the bundle
         rotate_artifacts=20,
         timeout=timeout_s,
         ident=f"{time.strftime('%Y%m%dT%H%M%S')}-{'check' if check else 'deploy'}",
