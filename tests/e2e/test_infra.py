@@ -55,9 +55,10 @@ def _get(url: str, timeout: float = 5) -> tuple[int, bytes]:
 
 
 def test_vllm_image_serves_tiny_model(e2e_images, tiny_model):
-    name = "selfhost-test-vllm-smoke"
+    name = f"selfhost-test-{hosts.SESSION}-vllm-smoke"
     docker("rm", "-f", name, check=False)
-    docker("run", "-d", "--name", name, "--label", LABEL,
+    # --shm-size: vLLM's engine<->worker queue needs ~160 MiB of /dev/shm (Docker gives 64).
+    docker("run", "-d", "--name", name, "--label", LABEL, "--shm-size", "1g",
            "-p", "127.0.0.1::8000", "-v", f"{tiny_model}:/models/tiny:ro",
            "-e", "VLLM_CPU_KVCACHE_SPACE=1", e2e_images["vllm"].ref,
            "--model", "/models/tiny", "--served-model-name", "tiny",

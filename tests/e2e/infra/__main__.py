@@ -14,11 +14,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build/cache all images, tarballs and the tiny model")
     b.add_argument("--no-vllm", action="store_true", help="skip the (slow) vLLM image")
-    sub.add_parser("clean", help="remove test hosts, sentinel, their volumes and networks")
+    sub.add_parser("clean", help="remove ALL sessions' test hosts, sentinels, volumes, networks")
     args = ap.parse_args(argv)
 
     if args.cmd == "clean":
-        hosts.teardown_all()
+        hosts.teardown_all(all_sessions=True)
         return 0
     t0 = time.monotonic()
     built = images.build_all(vllm=not args.no_vllm)

@@ -8,6 +8,8 @@ host's NAT; one on an `--internal` inner network cannot. That lets tests prove e
 """
 from __future__ import annotations
 
+import os
+import secrets
 import shlex
 import subprocess
 import time
@@ -17,8 +19,12 @@ from pathlib import Path
 from .config import GATEWAY_IMAGE, HOST_IMAGE, LABEL, NET, OUTSIDE_NET, VLLM_IMAGE, cache_path
 from .dockercli import docker, log, out
 
-HOST_PREFIX = "selfhost-test-host-"
-SENTINEL = "selfhost-test-sentinel"
+# Several sessions (engineers, CI jobs) may share one engine: names and teardown are
+# per session. Set SELFHOST_TEST_SESSION to pin it (e.g. to find hosts while debugging).
+SESSION = os.environ.get("SELFHOST_TEST_SESSION") or secrets.token_hex(3)
+SESSION_LABEL = f"{LABEL}.session"
+HOST_PREFIX = f"selfhost-test-{SESSION}-host-"
+SENTINEL = f"selfhost-test-{SESSION}-sentinel"
 SENTINEL_PORT = 8080
 INNER_INTERNAL_NET = "selfhost-test-internal"  # made inside a host by can_reach()
 
@@ -121,9 +127,10 @@ def _start_host(name: str, key: Path) -> TestHost:
     docker("rm", "-f", "-v", name, check=False)
     volume = f"{name}-docker"
     docker("volume", "rm", "-f", volume, check=False)
-    docker("volume", "create", "--label", LABEL, volume)
+    docker("volume", "create", "--label", LABEL, "--label", f"{SESSION_LABEL}={SESSION}", volume)
     pub = key.with_suffix(".pub").read_text().strip()
-    cid = out("run", "-d", "--name", name, "--hostname", name, "--label", LABEL, "--init",
+    cid = out("run", "-d", "--name", name, "--hostname", name, "--init",
+              "--label", LABEL, "--label", f"{SESSION_LABEL}={SESSION}",
               "--network", NET, *DIND_FLAGS, "-v", f"{volume}:/var/lib/docker",
               "-p", "127.0.0.1::22", "-p", "127.0.0.1::443",  # loopback only, random ports
               "-e", f"AUTHORIZED_KEY={pub}", HOST_IMAGE)
@@ -152,7 +159,8 @@ def start_sentinel() -> Sentinel:
     docker("rm", "-f", SENTINEL, check=False)
     script = ("mkdir -p /srv/sentinel && echo selfhost-sentinel > /srv/sentinel/index.html && "
               f"exec python3 -m http.server {SENTINEL_PORT} --directory /srv/sentinel")
-    cid = out("run", "-d", "--name", SENTINEL, "--label", LABEL, "--network", OUTSIDE_NET,
+    cid = out("run", "-d", "--name", SENTINEL, "--network", OUTSIDE_NET,
+              "--label", LABEL, "--label", f"{SESSION_LABEL}={SESSION}",
               "--entrypoint", "sh", HOST_IMAGE, "-c", script)
     s = Sentinel(SENTINEL, cid, _ip(SENTINEL, OUTSIDE_NET))
     probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{SENTINEL_PORT}/', timeout=2)"
@@ -182,17 +190,19 @@ def can_reach(host: TestHost, url: str, network: str = "bridge") -> bool:
     return res.returncode == 0
 
 
-def teardown_all() -> None:
-    """Remove every container, volume and network this module created."""
-    ids = out("ps", "-aq", "--filter", f"label={LABEL}").split()
+def teardown_all(all_sessions: bool = False) -> None:
+    """Remove this session's containers and volumes (every session's with ALL_SESSIONS),
+    then the shared networks unless another session still uses them."""
+    label = LABEL if all_sessions else f"{SESSION_LABEL}={SESSION}"
+    ids = out("ps", "-aq", "--filter", f"label={label}").split()
     if ids:
         docker("rm", "-f", "-v", *ids)
-    vols = out("volume", "ls", "-q", "--filter", f"label={LABEL}").split()
+    vols = out("volume", "ls", "-q", "--filter", f"label={label}").split()
     if vols:
         docker("volume", "rm", "-f", *vols)
     for net in (NET, OUTSIDE_NET):
-        docker("network", "rm", net, check=False)
-    log("test hosts, sentinel, volumes and networks removed")
+        docker("network", "rm", net, check=False)  # refused while in use: fine
+    log(f"test hosts, sentinel, volumes removed ({'all sessions' if all_sessions else SESSION})")
 
 
 def describe(host: TestHost) -> str:
