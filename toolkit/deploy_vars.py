@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from toolkit.spec import Strict
 
 
@@ -139,6 +141,10 @@ class DeployVars(Strict):
     # Reboots
     selfhost_systemd_unit: str
     """Name of the systemd unit (`files/systemd/selfhost.service` installed under this name) that starts both containers at boot."""
+
+    selfhost_gateway_key_fetch_dir: str | None = Field(default=None, exclude=True)
+    """Control-node directory that receives a newly created API keys file (`<host>.conf`) so the CLI can show
+    the key once. Set by `selfhost deploy` at run time (`-e`), never serialized into the bundle."""
 
     # Verify
     selfhost_verify_egress_probe: str | None = None
