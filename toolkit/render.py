@@ -78,9 +78,11 @@ def render(plan: Plan, site: Site, out: Path, *, weights_source: Path | None = N
     cache = HashCache(site.cache_dir / "sha256.json")
     weights = _weights_dir(site, weights_source)
     image_set, image_gib = _images(plan, site, images or {}, cache)
-    dv = build_vars(plan, site, weights=weights, images=image_set, image_gib=image_gib, tls=_tls(site))
+    weights_manifest = manifest(weights, cache)
+    dv = build_vars(plan, site, weights=weights, images=image_set, image_gib=image_gib, tls=_tls(site),
+                    weights_id=weights_id(weights_manifest))
     templates = Templates(site.templates_dir)
-    contents = _contents(plan, site, dv, templates, manifest(weights, cache))
+    contents = _contents(plan, site, dv, templates, weights_manifest)
     cache.save()
     path = _write_atomically(Path(out), contents)
     files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
@@ -89,8 +91,13 @@ def render(plan: Plan, site: Site, out: Path, *, weights_source: Path | None = N
 
 # ---------------------------------------------------------------- decisions
 
+def weights_id(weights_manifest: str) -> str:
+    """Content address of a model revision: the first 12 hex of the SHA-256 of its manifest."""
+    return hashlib.sha256(weights_manifest.encode()).hexdigest()[:12]
+
+
 def build_vars(plan: Plan, site: Site, *, weights: Path, images: dict[str, ImageArtifact],
-               image_gib: float, tls: TlsConfig) -> DeployVars:
+               image_gib: float, tls: TlsConfig, weights_id: str) -> DeployVars:
     s, hw, name = site.settings, plan.hardware, plan.name
     gpu = hw.device == "gpu"
     mount = plan.vllm.model if plan.vllm.model.startswith("/") else f"/models/{_slug(plan.model.id)}"
@@ -115,7 +122,8 @@ def build_vars(plan: Plan, site: Site, *, weights: Path, images: dict[str, Image
         selfhost_images_gateway=images["gateway"],
         selfhost_weights_source=str(weights),
         selfhost_weights_manifest="files/weights.sha256",
-        selfhost_weights_dir=f"{s.selfhost_root}/models/{_slug(plan.model.id)}",
+        # Content-addressed: revisions live side by side, so a rollback finds the previous one on the host.
+        selfhost_weights_dir=f"{s.selfhost_root}/{name}/weights/{weights_id}",
         selfhost_vllm_container=f"{name}-vllm",
         selfhost_vllm_argv=plan.vllm.model_copy(update={"model": mount}).to_argv(),
         selfhost_vllm_env=dict(sorted({**OFFLINE_ENV, **plan.runtime.env}.items())),
