@@ -137,11 +137,15 @@ def _message(res: dict) -> str:
 
 
 class _Collector:
-    def __init__(self, result: DeployResult, on_event: Callable[[TaskEvent], None] | None):
+    def __init__(self, result: DeployResult, on_event: Callable[[TaskEvent], None] | None,
+                 on_raw_event: Callable[[dict], None] | None = None):
         self.result = result
         self.on_event = on_event
+        self.on_raw_event = on_raw_event
 
     def __call__(self, event: dict) -> bool:
+        if self.on_raw_event is not None:
+            self.on_raw_event(event)
         kind = event.get("event", "")
         status = _EVENT_STATUS.get(kind)
         if status is None:
@@ -171,8 +175,13 @@ class _Collector:
 
 def run(bundle_dir: Path, *, check: bool = False, limit: str | None = None,
         on_event: Callable[[TaskEvent], None] | None = None, key_fetch_dir: Path | None = None,
-        playbook: str = PLAYBOOK, timeout_s: int | None = None) -> DeployResult:
-    """Run `playbook` of the bundle; returns the result (call `raise_for_status()` to turn failure into an error)."""
+        playbook: str = PLAYBOOK, timeout_s: int | None = None, extravars: dict | None = None,
+        on_raw_event: Callable[[dict], None] | None = None) -> DeployResult:
+    """Run `playbook` of the bundle; returns the result (call `raise_for_status()` to turn failure into an error).
+
+    extravars: run-time variables (`-e`), never written into the bundle. on_raw_event: every
+    ansible-runner event dict as it arrives (the read-only day-2 commands read task results from it).
+    """
     import time
 
     from ansible_runner.interface import init_runner
@@ -183,7 +192,7 @@ def run(bundle_dir: Path, *, check: bool = False, limit: str | None = None,
                             hint="selfhost render PLAN -i SITE  writes one")
     venv_bin = str(Path(sys.executable).parent)  # ansible-playbook lives beside this Python
     envvars = {"PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
-    extravars = {}
+    extravars = dict(extravars or {})
     if key_fetch_dir is not None:
         extravars["selfhost_gateway_key_fetch_dir"] = str(Path(key_fetch_dir).absolute())
     # Always explicit: ansible-runner would otherwise fall back to a stale env/cmdline file.
@@ -197,7 +206,7 @@ def run(bundle_dir: Path, *, check: bool = False, limit: str | None = None,
         cmdline=cmdline,
         envvars=envvars,
         extravars=extravars or None,
-        event_handler=_Collector(result, on_event),
+        event_handler=_Collector(result, on_event, on_raw_event),
         quiet=True,
         suppress_env_files=True,  # never write our run-time options (or the key dir) into the bundle
         rotate_artifacts=20,
