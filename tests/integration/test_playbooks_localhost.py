@@ -61,8 +61,10 @@ def test_preflight_failure_names_the_fix(tmp_path):
                           playbook="check.yml")
     assert result.status == "failed"
     [failed] = result.failed
-    assert failed.step == "preflight" and failed.task == "Check the host has enough memory"
-    assert "To fix:" in failed.message
+    # Every check is recorded first; one assert then names each failed check with its fix.
+    assert failed.step == "preflight" and failed.task == "Fail when a preflight check failed"
+    assert "[memory]" in failed.message and "To fix: add memory" in failed.message
+    assert "[disk]" not in failed.message
     with pytest.raises(Exception) as exc:
         result.raise_for_status()
     assert getattr(exc.value, "exit_code", None) == 2
