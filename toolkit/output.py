@@ -223,3 +223,88 @@ def api_keys(keys: dict[str, str]) -> None:
                   style="bold", markup=False)
     for host, key in keys.items():
         console.print(f"  {host}: {key}", markup=False)
+
+
+# ---------------------------------------------------------------- day 2 (read-only): doctor, status, logs
+
+def as_json_line(data: Any) -> None:
+    """One compact JSON document per line (`selfhost logs --follow --json`)."""
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def doctor_report(report) -> None:
+    """`selfhost doctor`: one line per check, grouped by host; the fixes of failed checks under them."""
+    host = None
+    for c in report.checks:
+        if c.host != host:
+            host = c.host
+            console.print(host, style="bold", markup=False)
+        mark, style = ("ok  ", "green") if c.ok else ("FAIL", "bold red")
+        console.print(f"  {mark} {c.name:<20} ", style=style, markup=False, end="")
+        console.print(c.detail, markup=False)
+        if not c.ok and c.remedy:
+            console.print(f"       To fix: {c.remedy}", markup=False)
+    failed = report.failed()
+    if report.could_not_run:
+        err_console.print(f"doctor could not check: {', '.join(report.could_not_run)}", style="bold red", markup=False)
+    elif failed:
+        err_console.print(f"{len(failed)} of {len(report.checks)} checks failed", style="bold red", markup=False)
+    else:
+        console.print(f"all {len(report.checks)} checks passed", style="green", markup=False)
+
+
+def _num(value, fmt: str = "{:g}") -> str:
+    return "—" if value is None else fmt.format(value)
+
+
+def _uptime(seconds) -> str:
+    if seconds is None:
+        return "—"
+    s = int(seconds)
+    return f"{s // 86400}d{s % 86400 // 3600}h" if s >= 86400 else f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def status_report(statuses) -> None:
+    """`selfhost status`: a table of hosts, then the live numbers from /metrics and the GPUs."""
+    rows = []
+    for s in statuses:
+        state = s.state or "—"
+        if s.health:
+            state += f"/{s.health}"
+        rows.append([s.host, state if s.reachable else "UNREACHABLE", s.served_model, s.revision, s.image,
+                     _uptime(s.uptime_s), s.restarts, (s.gateway_state or "—") + (f"/{s.gateway_health}" if s.gateway_health else "")])
+    table("servers", ["host", "server", "model", "revision", "image", "uptime", "restarts", "gateway"], rows)
+    mrows = []
+    for s in statuses:
+        mt = s.metrics
+        if mt is None:
+            continue
+        mrows.append([s.host, _num(mt.requests_running), _num(mt.requests_waiting), _num(mt.kv_cache_usage_pct, "{:.1f}%"),
+                      _num(mt.prompt_tokens_total, "{:,.0f}"), _num(mt.generation_tokens_total, "{:,.0f}"),
+                      _num(mt.prompt_tokens_per_s), _num(mt.generation_tokens_per_s),
+                      _num(mt.request_errors_total, "{:,.0f}"), _num(mt.http_5xx_total, "{:,.0f}")])
+    if mrows:
+        window = next((s.metrics.window_s for s in statuses if s.metrics and s.metrics.window_s), None)
+        table(f"live (/metrics, rates over {_num(window)} s)",
+              ["host", "running", "waiting", "KV cache", "prompt tok", "gen tok", "prompt tok/s", "gen tok/s",
+               "req errors", "HTTP 5xx"], mrows)
+    grows = [[s.host, g.index, g.name, f"{g.memory_used_mib:,} / {g.memory_total_mib:,} MiB", _num(g.utilization_pct, "{}%")]
+             for s in statuses for g in s.gpus]
+    if grows:
+        table("GPUs", ["host", "gpu", "name", "memory used", "utilization"], grows)
+    for s in statuses:
+        if s.error:
+            warn(f"{s.host}: {s.error}")
+
+
+def log_lines(lines, *, show_host: bool, timestamps: bool) -> None:
+    """`selfhost logs`: one line each, prefixed with the host when several hosts are shown."""
+    for ln in lines:
+        prefix = (f"{ln.host} | " if show_host else "") + (f"{ln.ts} " if timestamps and ln.ts else "")
+        console.print(prefix + ln.text, markup=False, highlight=False)
+
+
+def log_errors(errors: dict[str, str]) -> None:
+    for host, why in errors.items():
+        warn(f"{host}: {why}")

@@ -1,0 +1,215 @@
+"""Read-only day-2 commands, pure parts: /metrics parsing, status shaping, doctor's check list,
+JSON contract and exit codes, log merging/redaction/follow. Real runs: tests/e2e/test_day2_read.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from toolkit import doctor, logs, status
+from toolkit.deployer import DeployResult, FailedTask, HostStats
+from toolkit.readout import Readout
+
+CASES = Path(__file__).parent / "cases" / "ops"
+METRICS_1 = (CASES / "vllm-metrics-1.txt").read_text()
+METRICS_2 = (CASES / "vllm-metrics-2.txt").read_text()
+
+
+# ---------------------------------------------------------------- /metrics
+
+def test_parse_prometheus_reads_the_captured_vllm_sample():
+    s = status.parse_prometheus(METRICS_2)
+    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+                 "vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:request_success_total",
+                 "http_requests_total"):
+        assert name in s, name
+    assert all(labels.get("model_name") == "tiny" for labels, _ in s["vllm:generation_tokens_total"])
+    reasons = {labels["finished_reason"] for labels, _ in s["vllm:request_success_total"]}
+    assert {"stop", "length", "abort", "error"} <= reasons
+
+
+def test_parse_prometheus_edge_cases():
+    text = ('# HELP x A "quoted" help\n# TYPE x counter\n'
+            'x_total{a="q\\"uote",b="back\\\\slash"} 3 1700000000000\n'
+            'x_total{a="nan"} NaN\n'
+            'y 1.5e3\n'
+            'z{le="+Inf"} +Inf\n'
+            'this is not a sample\n'
+            'w{a="1"} not-a-number\n')
+    s = status.parse_prometheus(text)
+    assert s["x_total"][0] == ({"a": 'q"uote', "b": "back\\slash"}, 3.0)
+    assert status.total(s, "x_total") == 3.0  # NaN ignored
+    assert status.total(s, "x_total", a="nope") == 0.0
+    assert status.total(s, "missing") is None
+    assert s["y"] == [({}, 1500.0)] and s["z"][0][1] == float("inf") and "w" not in s
+
+
+def test_shape_metrics_totals_and_rates():
+    first, second = status.parse_prometheus(METRICS_1), status.parse_prometheus(METRICS_2)
+    mt = status.shape_metrics(first, second, 4.0)
+    assert mt.requests_running == 1.0 and mt.requests_waiting == 0.0
+    assert mt.kv_cache_usage_pct == pytest.approx(3.1)
+    assert mt.prompt_tokens_total == 52.0 and mt.generation_tokens_total == 120.0
+    assert mt.generation_tokens_per_s == pytest.approx((120.0 - 40.0) / 4.0)
+    assert mt.prompt_tokens_per_s == pytest.approx((52.0 - 26.0) / 4.0)
+    assert mt.requests_finished_total == 3.0 and mt.request_errors_total == 1.0
+    assert mt.http_5xx_total == 2.0 and mt.window_s == 4.0
+    assert status.shape_metrics(first, second, None).generation_tokens_per_s is None
+
+
+def _raw(**over):
+    raw = {
+        "vllm": {"State": {"Status": "running", "StartedAt": "2025-01-01T00:00:00.5Z",
+                           "Health": {"Status": "healthy", "Log": []}},
+                 "RestartCount": 0, "Image": "selfhost/vllm-cpu:0.32.0", "ImageId": "sha256:abc",
+                 "Args": ["--model", "/models/tiny", "--served-model-name", "tiny", "--revision=r1", "--port", "8000"],
+                 "Labels": {"org.selfhost.plan-digest": "0123456789abcdef"}},
+        "vllm_error": None,
+        "gateway": {"State": {"Status": "running", "Health": {"Status": "healthy"}}, "RestartCount": 0,
+                    "Image": "nginx:1.27"},
+        "metrics": json.dumps([{"t": 1735689600.5 + 3600, "text": METRICS_1},
+                               {"t": 1735689600.5 + 3604, "text": METRICS_2}]),
+        "metrics_error": "",
+        "gpus": [],
+    }
+    raw.update(over)
+    return raw
+
+
+def test_shape_host_builds_the_typed_status():
+    st = status.shape_host("h1", _raw(gpus=["0, NVIDIA H100 80GB HBM3, 70123, 81559, 37", "garbage"]))
+    assert (st.state, st.health, st.served_model, st.model, st.revision) == ("running", "healthy", "tiny", "/models/tiny", "r1")
+    assert st.plan_digest == "0123456789abcdef" and st.image == "selfhost/vllm-cpu:0.32.0"
+    assert st.uptime_s == pytest.approx(3604.0)  # from StartedAt to the second sample, host clock
+    assert st.gpus == [status.Gpu(0, "NVIDIA H100 80GB HBM3", 70123, 81559, 37)]
+    assert st.metrics.window_s == 4.0 and st.ok and st.error is None
+    d = st.to_dict()
+    assert d["ok"] is True and d["metrics"]["generation_tokens_total"] == 120.0
+    json.dumps(d)  # serializable as is
+
+
+def test_shape_host_missing_or_unhealthy():
+    st = status.shape_host("h1", _raw(vllm=None, vllm_error="No such container", metrics="", gateway=None))
+    assert st.state == "missing" and st.gateway_state == "missing" and not st.ok and "No such container" in st.error
+    bad = _raw(metrics="", metrics_error="Error: connection refused")
+    bad["vllm"]["State"]["Health"]["Status"] = "unhealthy"
+    st = status.shape_host("h1", bad, now=1735689600.5 + 10)
+    assert not st.ok and st.uptime_s == 10.0 and "connection refused" in st.error
+    assert status.shape_host("h1", _raw(metrics="{not json")).error.startswith("could not read /metrics")
+    assert not status.unreachable_host("h2", "ssh: connect refused").ok
+
+
+def test_parse_docker_time():
+    assert status.parse_docker_time("2025-01-01T00:00:00Z") == 1735689600.0
+    assert status.parse_docker_time("2025-01-01T00:00:00.123456789Z") == pytest.approx(1735689600.123456789)
+    assert status.parse_docker_time("2025-01-01T02:00:00+02:00") == 1735689600.0
+    assert status.parse_docker_time("0001-01-01T00:00:00Z") is None and status.parse_docker_time("junk") is None
+
+
+# ---------------------------------------------------------------- doctor
+
+def _check(name, ok=True):
+    return {"name": name, "ok": ok, "detail": f"{name}   is\n fine", "remedy": f"fix {name}"}
+
+
+def test_doctor_contract_and_exit_0():
+    rep = doctor.shape(["a", "b"], {"a": [_check("os"), _check("disk")], "b": [_check("os")]}, {}, {})
+    d = rep.to_dict()
+    assert set(d) == {"ok", "checks"} and d["ok"] is True and rep.exit_code == 0
+    assert [(c["host"], c["name"]) for c in d["checks"]] == [("a", "reachable"), ("a", "os"), ("a", "disk"),
+                                                             ("b", "reachable"), ("b", "os")]
+    assert all(set(c) == {"host", "name", "ok", "detail", "remedy"} for c in d["checks"])
+    assert d["checks"][1]["detail"] == "os is fine"  # whitespace folded
+    json.dumps(d)
+
+
+def test_doctor_a_failed_check_is_exit_1():
+    rep = doctor.shape(["a"], {"a": [_check("os"), _check("certificate", ok=False), _check("x", ok="False")]}, {}, {})
+    assert rep.exit_code == 1 and rep.to_dict()["ok"] is False
+    assert [c.name for c in rep.failed()] == ["certificate", "x"]
+
+
+def test_doctor_unreachable_or_broken_host_is_exit_2():
+    rep = doctor.shape(["a", "b"], {"a": [_check("os", ok=False)]}, {"b": "ssh: connect to host port 1: refused"}, {})
+    assert rep.exit_code == 2 and rep.could_not_run == ["b"]
+    b = [c for c in rep.checks if c.host == "b"]
+    assert [(c.name, c.ok) for c in b] == [("reachable", False)] and "port 1" in b[0].detail
+    rep = doctor.shape(["a"], {}, {}, {"*": "ansible-playbook: syntax error"})
+    assert rep.exit_code == 2 and "syntax error" in rep.checks[0].detail
+    rep = doctor.shape(["a"], {"a": "VARIABLE IS NOT DEFINED!"}, {}, {"a": "Gathering Facts: sudo: a password is required"})
+    assert rep.exit_code == 2 and "sudo" in rep.checks[0].detail
+
+
+def test_readout_sorts_unreachable_from_failed():
+    result = DeployResult(status="failed", rc=4, check=True,
+                          hosts={"a": HostStats(ok=5), "b": HostStats(unreachable=1), "c": HostStats(failed=1)},
+                          failed=[FailedTask("b", "setup", "Gathering Facts", "ssh: port 1 refused"),
+                                  FailedTask("c", "setup", "Gathering Facts", "python missing")])
+    r = Readout(result=result, values={"a": []})
+    assert r.unreachable() == {"b": "ssh: port 1 refused"}
+    assert r.failures()["c"] == "Gathering Facts: python missing"
+
+
+def test_doctor_cli_bad_bundle_is_exit_2_with_json(tmp_path):
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "toolkit", "init", str(site)], check=True, capture_output=True)
+    (site / "hosts.yml").write_text("inference:\n  hosts:\n    h1: {ansible_host: 10.0.0.1}\n")
+    proc = subprocess.run([sys.executable, "-m", "toolkit", "doctor", "-i", str(site), "--bundle", str(tmp_path / "nope"),
+                           "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["ok"] is False and out["checks"] == [] and "not a rendered bundle" in out["error"]["message"]
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "toolkit", "status", "-i", str(site)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "give either PLAN or --bundle DIR" in proc.stderr
+
+
+# ---------------------------------------------------------------- logs
+
+OUT = ("2025-01-01T00:00:01.5Z INFO:     10.0.0.2:5000 - \"POST /v1/chat/completions HTTP/1.1\" 200 OK\n"
+       "2025-01-01T00:00:03.000000001Z INFO: done\n")
+ERR = ("2025-01-01T00:00:01.25Z INFO 01-01 00:00:01 [engine] Added request chatcmpl-1\n"
+       "2025-01-01T00:00:02Z WARN headers={'authorization': 'Bearer sk-abcdef0123456789'} api_key=0123456789abcdef\n")
+
+
+def test_logs_merge_streams_by_time_and_redact_keys():
+    lines = logs.parse("h1", OUT, ERR)
+    assert [ln.text[:13] for ln in lines] == ["INFO 01-01 00", "INFO:     10.", "WARN headers=", "INFO: done"]
+    warn = lines[2].text
+    assert "sk-abcdef" not in warn and "0123456789abcdef" not in warn and warn.count(logs.REDACTED) == 2
+    assert lines[0].ts == "2025-01-01T00:00:01.250000000Z" and lines[0].host == "h1"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Authorization: Bearer abcdefgh12345678", "Authorization: Bearer [REDACTED]"),
+    ('"Bearer 0123456789abcdef0123" 1;', '"Bearer [REDACTED]" 1;'),
+    ("token=supersecretvalue rest", "token=[REDACTED] rest"),
+    ("GET /v1/models 200 OK in 3 ms", "GET /v1/models 200 OK in 3 ms"),
+])
+def test_redact(text, expected):
+    assert logs.redact(text) == expected
+
+
+def test_logs_shape_reports_per_host_errors():
+    values = {"a": {"rc": 0, "stdout": OUT, "stderr": ""}, "b": {"rc": 1, "stdout": "", "stderr": "Error: No such container: x"}}
+    lines, errors = logs.shape(values, ["a", "b", "c"], {"c": "unreachable"}, {})
+    assert len(lines) == 2 and set(errors) == {"b", "c"} and "No such container" in errors["b"]
+
+
+def test_follow_polls_with_since_and_emits_only_new_lines():
+    batches = [logs.parse("h", OUT, ""), logs.parse("h", OUT + "2025-01-01T00:00:04Z new line\n", "")]
+    asked, emitted, slept = [], [], []
+
+    def read(since):
+        asked.append(since)
+        return batches[min(len(asked) - 1, 1)], {}
+
+    polls = logs.follow(read, lambda lines, errors: emitted.append([ln.text for ln in lines]), since="10m",
+                        max_polls=3, interval_s=2.0, sleep=slept.append)
+    assert polls == 3 and slept == [2.0, 2.0]
+    assert asked == ["10m", "2025-01-01T00:00:03.000000001Z", "2025-01-01T00:00:04.000000000Z"]
+    assert emitted == [[batches[0][0].text, "INFO: done"], ["new line"], []]
