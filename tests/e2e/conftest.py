@@ -72,3 +72,66 @@ def test_hosts(_e2e_lab) -> list["TestHost"]:
 def sentinel(_e2e_lab) -> "Sentinel":
     """HTTP server (ip, port, url) on the 'outside' network that the hosts are attached to."""
     return hosts.start_sentinel()
+
+
+# ---------------------------------------------------------------- one deployment per session
+
+E2E_PLAN = Path(__file__).resolve().parents[1] / "unit" / "golden" / "cpu-tiny" / "plan.yml"
+
+
+def e2e_plan(vllm_ref: str):
+    """A CPU plan for the tiny model (the golden cpu-tiny plan, tightened for 2 shared cores)."""
+    from toolkit.plan import Plan
+
+    p = Plan.load(E2E_PLAN)
+    return p.model_copy(update={
+        "name": "tiny",
+        "vllm": p.vllm.model_copy(update={"max_model_len": 512, "max_num_batched_tokens": 512, "max_num_seqs": 4}),
+        "runtime": p.runtime.model_copy(update={"image": vllm_ref, "load_time_s": 120,
+                                                "env": {"VLLM_CPU_KVCACHE_SPACE": "1"}}),
+    })
+
+
+@pytest.fixture(scope="session")
+def deployed_site(tmp_path_factory, test_hosts, sentinel, e2e_images, tiny_model) -> dict:
+    """The tiny CPU plan deployed ONCE per session on both test hosts, shared by every e2e module.
+
+    Returns {site, bundle, plan, plan_file, keys, hosts, sentinel, ca, first}: the site folder (its
+    group_vars name the weights, so `selfhost … plan.yml -i site` renders without --weights), the
+    render's Bundle, the Plan and its plan.yml, the API key per host (fetched once), the test hosts,
+    the sentinel, the site CA and the first deploy's DeployResult.
+    """
+    import yaml
+
+    from toolkit import deployer
+    from toolkit.commands.deploy import _read_keys
+    from toolkit.render import render
+    from toolkit.site import init_site, load_site
+
+    tmp = tmp_path_factory.mktemp("deployed")
+    site = tmp / "site"
+    init_site(site)
+    (site / "hosts.yml").write_text(yaml.safe_dump({"inference": {"hosts": {
+        h.name: {"ansible_host": h.ssh_host, "ansible_port": h.ssh_port} for h in test_hosts}}}))
+    vllm, gw = e2e_images["vllm"], e2e_images["gateway"]
+    (site / "group_vars" / "inference.yml").write_text(yaml.safe_dump({
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(test_hosts[0].private_key),
+        "selfhost_ssh_host_key_checking": False,  # throwaway test hosts only
+        "selfhost_weights_source": str(tiny_model),
+        "selfhost_images_vllm_ref": vllm.ref, "selfhost_images_vllm_tarball": str(vllm.tarball),
+        "selfhost_images_gateway_ref": gw.ref, "selfhost_images_gateway_tarball": str(gw.tarball),
+        "selfhost_verify_egress_probe": f"{sentinel.ip}:{sentinel.port}",
+    }))
+    plan = e2e_plan(vllm.ref)
+    plan_file = tmp / "plan.yml"
+    plan.dump(plan_file)
+    bundle = render(plan, load_site(site), tmp / "bundle")
+    keys_dir = tmp / "keys"
+    keys_dir.mkdir()
+    result = deployer.run(bundle.path, key_fetch_dir=keys_dir)
+    assert result.ok, [f"{f.host} {f.step}: {f.task}: {f.message}" for f in result.failed]
+    keys = _read_keys(keys_dir)
+    assert set(keys) == {h.name for h in test_hosts}, "a fresh key per host, fetched once"
+    return {"site": site, "bundle": bundle, "plan": plan, "plan_file": plan_file, "keys": keys,
+            "hosts": test_hosts, "sentinel": sentinel, "ca": site / "pki" / "ca.crt", "first": result}

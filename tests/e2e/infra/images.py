@@ -51,6 +51,17 @@ def _timed(what: str, t0: float) -> None:
     log(f"{what}: built in {time.monotonic() - t0:.0f}s")
 
 
+def _old_id(ref: str) -> str | None:
+    return image_id(ref) if image_label(ref, INPUTS_LABEL) is not None else None
+
+
+def _drop_old(old: str | None, ref: str) -> None:
+    """Remove the image REF pointed to before a rebuild (GBs for vLLM). Refused while a
+    container still uses it, which is fine."""
+    if old and old != image_id(ref):
+        docker("image", "rm", old, check=False)
+
+
 def build_base() -> BuiltImage:
     """Debian minbase via debootstrap + `docker import`, with the host's apt mirrors."""
     sources = mirror.sources_file(SUITE)
@@ -59,7 +70,7 @@ def build_base() -> BuiltImage:
     if image_label(BASE_IMAGE, INPUTS_LABEL) == inputs:
         log(f"{BASE_IMAGE}: up to date")
         return BuiltImage("base", BASE_IMAGE, image_id(BASE_IMAGE))
-    t0 = time.monotonic()
+    t0, old = time.monotonic(), _old_id(BASE_IMAGE)
     rootfs_tar = cache_path("rootfs", f"{SUITE}-minbase-{inputs[:12]}.tar")
     if not rootfs_tar.exists():
         log(f"{BASE_IMAGE}: debootstrap --variant=minbase {SUITE} {main_url}")
@@ -82,6 +93,7 @@ def build_base() -> BuiltImage:
     docker("import", "--change", f"LABEL {INPUTS_LABEL}={inputs}",
            "--change", 'CMD ["/bin/bash"]', str(rootfs_tar), BASE_IMAGE)
     _timed(BASE_IMAGE, t0)
+    _drop_old(old, BASE_IMAGE)
     return BuiltImage("base", BASE_IMAGE, image_id(BASE_IMAGE))
 
 
@@ -91,11 +103,12 @@ def build_dockerfile(name: str, ref: str, context: Path, parent: BuiltImage) -> 
     if image_label(ref, INPUTS_LABEL) == inputs:
         log(f"{ref}: up to date")
         return BuiltImage(name, ref, image_id(ref))
-    t0 = time.monotonic()
+    t0, old = time.monotonic(), _old_id(ref)
     log(f"{ref}: docker build {context.name}/")
     stream(["build", "--rm", "--force-rm", "--label", f"{INPUTS_LABEL}={inputs}",
             "-t", ref, str(context)])
     _timed(ref, t0)
+    _drop_old(old, ref)
     return BuiltImage(name, ref, image_id(ref))
 
 
@@ -130,7 +143,7 @@ def build_vllm(base: BuiltImage) -> BuiltImage:
     if image_label(VLLM_IMAGE, INPUTS_LABEL) == inputs:
         log(f"{VLLM_IMAGE}: up to date")
         return BuiltImage("vllm", VLLM_IMAGE, image_id(VLLM_IMAGE))
-    t0 = time.monotonic()
+    t0, old = time.monotonic(), _old_id(VLLM_IMAGE)
     log(f"{VLLM_IMAGE}: pip install {REQUIREMENT} from the wheelhouse (~5 min)")
     tmp = "selfhost-test-vllm-build"
     docker("rm", "-f", tmp, check=False)
@@ -145,6 +158,7 @@ def build_vllm(base: BuiltImage) -> BuiltImage:
     finally:
         docker("rm", "-f", tmp, check=False)
     _timed(VLLM_IMAGE, t0)
+    _drop_old(old, VLLM_IMAGE)
     return BuiltImage("vllm", VLLM_IMAGE, image_id(VLLM_IMAGE))
 
 
