@@ -36,10 +36,10 @@ def _root(
 
 def _register() -> None:
     # Command modules import only what they need at call time, so `selfhost plan` stays light.
-    from toolkit.commands import bench, catalog, deploy, plan, runbook, templates
+    from toolkit.commands import bench, catalog, deploy, lifecycle, plan, runbook, templates
     from toolkit.commands import doctor, logs, status
 
-    for module in (plan, catalog, deploy, templates, runbook, bench, doctor, status, logs):
+    for module in (plan, catalog, deploy, templates, runbook, bench, lifecycle, doctor, status, logs):
         module.register(app)
 
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from toolkit.errors import DeployError, DeployTimeout, SelfhostError
+from toolkit.errors import DeployError, DeployTimeout, LockedError, SelfhostError
 
 PLAYBOOK = "site.yml"
 FORKS = 10
@@ -104,6 +104,9 @@ class DeployResult:
         first = self.failed[0] if self.failed else None
         where = f"{first.host}: {first.step}: {first.task}: {first.message}" if first else f"rc {self.rc}"
         hint = f"ansible-runner artifacts: {self.artifacts}" if self.artifacts else None
+        locked = next((f for f in self.failed if f.step == "lock"), None)
+        if locked is not None:  # another run holds a host: nothing was changed
+            raise LockedError(locked.message, hint=hint)
         if self.status == "timeout":
             raise DeployTimeout(f"deploy timed out ({where})", hint=hint)
         if self.status == "canceled":
@@ -173,6 +176,22 @@ class _Collector:
         return True
 
 
+def run_info(command: str, site: str | None = None) -> dict:
+    """Who runs this (the host lock's owner record): id, user@host, pid, command, since, site."""
+    import getpass
+    import socket
+    import time
+    import uuid
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry (containers)
+        user = str(os.getuid())
+    return {"id": uuid.uuid4().hex, "who": f"{user}@{socket.gethostname()}", "pid": os.getpid(),
+            "command": command, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "site": site or "SITE"}
+
+
 def run(bundle_dir: Path, *, check: bool = False, limit: str | None = None,
         on_event: Callable[[TaskEvent], None] | None = None, key_fetch_dir: Path | None = None,
         playbook: str = PLAYBOOK, timeout_s: int | None = None, extravars: dict | None = None,
@@ -192,7 +211,8 @@ def run(bundle_dir: Path, *, check: bool = False, limit: str | None = None,
                             hint="selfhost render PLAN -i SITE  writes one")
     venv_bin = str(Path(sys.executable).parent)  # ansible-playbook lives beside this Python
     envvars = {"PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
-    extravars = dict(extravars or {})
+    # selfhost_run: who runs this (host lock owner, audit); a CLI command passes its own.
+    extravars = {"selfhost_run": run_info(f"ansible-playbook {playbook}"), **(extravars or {})}
     if key_fetch_dir is not None:
         extravars["selfhost_gateway_key_fetch_dir"] = str(Path(key_fetch_dir).absolute())
     # Always explicit: ansible-runner would otherwise fall back to a stale env/cmdline file.
@@ -205,7 +225,7 @@ def run(bundle_dir: Path, *, check: bool = False, limit: str | None = None,
         limit=limit,
         cmdline=cmdline,
         envvars=envvars,
-        extravars=extravars or None,
+        extravars=extravars,
         event_handler=_Collector(result, on_event, on_raw_event),
         quiet=True,
         suppress_env_files=True,  # never write our run-time options (or the key dir) into the bundle

@@ -225,6 +225,24 @@ def api_keys(keys: dict[str, str]) -> None:
         console.print(f"  {host}: {key}", markup=False)
 
 
+# ---------------------------------------------------------------- day-2 writes (upgrade, rollback, rotate-keys, destroy)
+
+def release_diffs(diffs: dict) -> None:
+    """Per host, what an upgrade changes against the release it runs now (`ops.Change` lists)."""
+    for host, changes in diffs.items():
+        if not changes:
+            console.print(f"{host}: already runs this release (no change)", style="green", markup=False)
+            continue
+        console.print(f"{host}: {len(changes)} change(s)", style="yellow", markup=False)
+        for c in changes:
+            if c.kind == "+":
+                console.print(f"  + {c.what}: {c.new}", style="green", markup=False)
+            elif c.kind == "-":
+                console.print(f"  - {c.what}: {c.old}", style="red", markup=False)
+            else:
+                console.print(f"  ~ {c.what}: {c.old} -> {c.new}", markup=False)
+
+
 # ---------------------------------------------------------------- day 2 (read-only): doctor, status, logs
 
 def as_json_line(data: Any) -> None:

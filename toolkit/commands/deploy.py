@@ -53,7 +53,11 @@ def deploy(plan: PlanArg, inventory: InventoryOpt, check: CheckOpt = False, limi
         _finish(output, json, report | {"check": result.to_dict()}, result)
         return
 
-    preview = deployer.run(bundle.path, check=True, limit=limit)
+    from toolkit import ops
+    from toolkit.commands.lifecycle import command_line
+
+    run_rec = deployer.run_info(command_line(), site=str(inventory))  # host lock owner + audit
+    preview = deployer.run(bundle.path, check=True, limit=limit, extravars={"selfhost_run": run_rec})
     report["preview"] = preview.to_dict()
     if not json:
         output.deploy_preview(preview.changed_tasks, list(preview.hosts) or hosts)
@@ -75,10 +79,12 @@ def deploy(plan: PlanArg, inventory: InventoryOpt, check: CheckOpt = False, limi
 
     key_dir = Path(tempfile.mkdtemp(prefix="selfhost-keys-"))
     try:
-        result = _run(deployer, output, bundle.path, hosts, json, limit=limit, key_fetch_dir=key_dir)
+        result = _run(deployer, output, bundle.path, hosts, json, limit=limit, key_fetch_dir=key_dir,
+                      extravars={"selfhost_run": run_rec})
         keys = _read_keys(key_dir)
     finally:
         shutil.rmtree(key_dir, ignore_errors=True)
+    ops.append_audit(bundle.path, result, run=run_rec, plan_digest=the_plan.digest())
     report["deploy"] = result.to_dict()
     if json:
         report["api_keys"] = keys  # shown once; not written anywhere on this machine

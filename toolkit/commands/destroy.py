@@ -1,0 +1,51 @@
+"""`selfhost destroy -i SITE`: stop and remove the deployment's containers, networks and boot unit."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, ops_setup, run
+from toolkit.options import DryRunOpt, InventoryOpt, JsonOpt, YesOpt
+
+EXAMPLES = [
+    "selfhost destroy -i sites/prod --dry-run",
+    "selfhost destroy -i sites/prod --yes",
+    "selfhost destroy -i sites/prod --purge --yes",
+]
+PurgeOpt = Annotated[bool, typer.Option("--purge", help="Also delete weights, images, releases and API keys (the audit log stays).")]
+
+
+def destroy(inventory: InventoryOpt, host: HostOpt = None, name: NameOpt = None, purge: PurgeOpt = False,
+            yes: YesOpt = False, dry_run: DryRunOpt = False, json: JsonOpt = False) -> None:
+    """Stop and remove the containers, networks and systemd unit.
+
+    Weights, images, releases and API keys stay (a later `selfhost deploy` or `rollback` brings the
+    service back) unless --purge.
+    """
+    from toolkit import deployer, ops, output
+
+    site, bundle, run_rec, infos, dep = ops_setup(inventory, name, host, command_line())
+    hosts = list(infos)
+    gone = "containers, networks, boot unit" + (", weights, images, releases, API keys and TLS files" if purge else "")
+    kept = "the audit log" if purge else "weights, images, releases, API keys (deploy or rollback restores service)"
+    report = {"deployment": dep, "hosts": hosts, "purge": purge, "removes": gone, "keeps": kept}
+    if not json:
+        output.table(f"destroy {dep}", ["hosts", "removes", "keeps"], [[", ".join(hosts), gone, kept]])
+    if dry_run:
+        output.as_json(report) if json else output.line("dry run: nothing changed")
+        return
+    confirm(output, f"Destroy {dep} on {len(hosts)} host(s){' and PURGE its data' if purge else ''}?", yes=yes,
+            what="destroy", fix="pass --yes to destroy non-interactively (review with --dry-run first)")
+    result = run(deployer, output, bundle, hosts, json, title="destroy", steps=["lock", "release"],
+                 playbook="destroy.yml", limit=host,
+                 extravars={"selfhost_run": run_rec, "selfhost_name": dep, "selfhost_destroy_purge": purge})
+    ops.append_audit(bundle, result, run=run_rec, plan_digest=None, name=dep)
+    report["destroy"] = result.to_dict()
+    output.as_json(report) if json else output.deploy_summary(result)
+    result.raise_for_status()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("destroy", epilog="Examples: " + "; ".join(EXAMPLES))(destroy)

@@ -1,0 +1,62 @@
+"""Mutating day-2 commands: `upgrade`, `rollback`, `rotate-keys`, `destroy`, `unlock` (one module each).
+
+They share: the confirm/--yes/--dry-run rule, the command line recorded in the host lock and the audit
+log, the live progress view, and the ops bundle for commands that take no plan.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+NameOpt = Annotated[Optional[str], typer.Option("--name", help="Deployment name (default: the one the hosts keep).")]
+HostOpt = Annotated[Optional[str], typer.Option("--host", help="Only this host (inventory name).")]
+
+
+def command_line() -> str:
+    return "selfhost " + shlex.join(sys.argv[1:])
+
+
+def confirm(output, question: str, *, yes: bool, fix: str, what: str) -> None:
+    """Ask (or refuse without a terminal) unless --yes; a 'no' ends the command with exit 1, nothing changed."""
+    from toolkit import ops
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        ops.require_confirmation(what, fix)
+    if not output.confirm(question):
+        output.line("aborted: nothing changed")
+        raise typer.Exit(1)
+
+
+def run(deployer, output, bundle: Path, hosts: list[str], json: bool, *, title: str, steps: list[str], **kw):
+    """One playbook run, with the live host x step grid on a terminal."""
+    if json or not sys.stdout.isatty():
+        return deployer.run(bundle, **kw)
+    with output.DeployProgress(hosts, steps, title=title) as view:
+        return deployer.run(bundle, on_event=view.update, **kw)
+
+
+def ops_setup(inventory: Path, name: Optional[str], host: Optional[str], command: str):
+    """Site, ops bundle, run record, the hosts' releases and the deployment name, for plan-less commands."""
+    from toolkit import deployer, ops
+    from toolkit.site import load_site
+
+    site = load_site(inventory)
+    bundle = ops.ops_bundle(site, Path("build") / f"ops-{site.path.absolute().name}")
+    run_rec = deployer.run_info(command, site=str(inventory))
+    infos = ops.read_releases(bundle, run=run_rec, name=name, limit=host)
+    resolved = ops.resolve_name(infos, name)
+    return site, bundle, run_rec, infos, resolved
+
+
+def register(app: typer.Typer) -> None:
+    from toolkit.commands import destroy, rollback, rotate_keys, unlock, upgrade
+
+    for module in (upgrade, rollback, rotate_keys, destroy, unlock):
+        module.register(app)

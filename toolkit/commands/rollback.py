@@ -1,0 +1,55 @@
+"""`selfhost rollback -i SITE`: put hosts back on a release they keep, offline, one host at a time."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, ops_setup, run
+from toolkit.options import DryRunOpt, InventoryOpt, JsonOpt, YesOpt
+
+EXAMPLES = [
+    "selfhost rollback -i sites/prod --dry-run",
+    "selfhost rollback -i sites/prod --host gpu-01 --yes",
+    "selfhost rollback -i sites/prod --to 3f2a9c01 --yes",
+]
+ToOpt = Annotated[Optional[str], typer.Option("--to", help="Release to go back to (plan digest or its first characters); default: the previous one.")]
+
+
+def rollback(inventory: InventoryOpt, host: HostOpt = None, to: ToOpt = None, name: NameOpt = None,
+             yes: YesOpt = False, dry_run: DryRunOpt = False, json: JsonOpt = False) -> None:
+    """Go back to the previous release (or --to RELEASE), offline, one host at a time.
+
+    Uses only what each host keeps (image, weights, exact argv/env); every host is verified.
+    """
+    from toolkit import deployer, ops, output
+
+    site, bundle, run_rec, infos, dep = ops_setup(inventory, name, host, command_line())
+    rows, report = [], {"deployment": dep, "hosts": {}}
+    for h, info in infos.items():
+        kept = info.get(dep) or {}
+        cur = (kept.get("current") or {}).get("plan_digest")
+        digests = [r["digest"] for r in kept.get("releases", [])]
+        target = ([d for d in digests if d.startswith(to)] or [None])[0] if to else \
+            (kept.get("previous") or {}).get("plan_digest")
+        rows.append([h, cur or "-", target or "(none kept)", ", ".join(digests)])
+        report["hosts"][h] = {"current": cur, "target": target, "kept": digests}
+    if not json:
+        output.table(f"rollback {dep}", ["host", "current", "roll back to", "releases kept"], rows)
+    if dry_run:
+        output.as_json(report) if json else output.line("dry run: nothing changed")
+        return
+    confirm(output, f"Roll {dep} back on {len(rows)} host(s), one at a time?", yes=yes, what="roll back",
+            fix="pass --yes to roll back non-interactively (review with --dry-run first)")
+    extra = {"selfhost_run": run_rec, "selfhost_name": dep, "selfhost_rollback_to": to or ""}
+    result = run(deployer, output, bundle, list(infos), json, title="rollback (one host at a time)",
+                 steps=["lock", "release", "verify"], playbook="rollback.yml", limit=host, extravars=extra)
+    ops.append_audit(bundle, result, run=run_rec, plan_digest=None, name=dep)
+    report["rollback"] = result.to_dict()
+    output.as_json(report) if json else output.deploy_summary(result)
+    result.raise_for_status()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("rollback", epilog="Examples: " + "; ".join(EXAMPLES))(rollback)

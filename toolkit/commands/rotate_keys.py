@@ -1,0 +1,80 @@
+"""`selfhost rotate-keys -i SITE`: new API keys without downtime (old keys work for --grace seconds)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, ops_setup, run
+from toolkit.options import DryRunOpt, InventoryOpt, JsonOpt, YesOpt
+
+EXAMPLES = [
+    "selfhost rotate-keys -i sites/prod",
+    "selfhost rotate-keys -i sites/prod --grace 600 --yes",
+    "selfhost rotate-keys -i sites/prod --host gpu-01 --grace 0 --yes --json",
+]
+GraceOpt = Annotated[int, typer.Option("--grace", min=0, help="Seconds the old keys keep working after the new ones are shown.")]
+
+
+def rotate_keys(inventory: InventoryOpt, host: HostOpt = None, name: NameOpt = None, grace: GraceOpt = 300,
+                yes: YesOpt = False, dry_run: DryRunOpt = False, json: JsonOpt = False) -> None:
+    """New API keys without downtime; the old ones work for --grace seconds more.
+
+    Adds a fresh key per host beside the old ones (nginx reloads gracefully: no request fails), shows
+    it once, waits --grace seconds for clients to switch, then removes the old keys and reloads again.
+    """
+    from toolkit import deployer, ops, output
+
+    site, bundle, run_rec, infos, dep = ops_setup(inventory, name, host, command_line())
+    hosts = list(infos)
+    if not json:
+        output.line(f"rotate the API keys of {dep} on {', '.join(hosts)}; old keys keep working for {grace}s")
+    if dry_run:
+        output.as_json({"deployment": dep, "hosts": hosts, "grace_s": grace}) if json else \
+            output.line("dry run: nothing changed")
+        return
+    confirm(output, f"Rotate the API keys on {len(hosts)} host(s)?", yes=yes, what="rotate keys",
+            fix="pass --yes to rotate non-interactively")
+    rotation = uuid.uuid4().hex[:12]
+    extra = {"selfhost_run": run_rec, "selfhost_name": dep, "selfhost_rotation_id": rotation}
+    key_dir = Path(tempfile.mkdtemp(prefix="selfhost-keys-"))
+    try:
+        added = run(deployer, output, bundle, hosts, json, title="rotate keys: add", steps=["lock", "gateway"],
+                    playbook="rotate_keys.yml", limit=host, key_fetch_dir=key_dir,
+                    extravars={**extra, "selfhost_rotation_phase": "add"})
+        keys = ops.read_rotated_keys(key_dir, rotation)
+    finally:
+        shutil.rmtree(key_dir, ignore_errors=True)
+    report: dict = {"deployment": dep, "rotation": rotation, "add": added.to_dict()}
+    if not added.ok:
+        ops.append_audit(bundle, added, run=run_rec, plan_digest=None, name=dep)
+        _finish(output, json, report | {"api_keys": keys}, added)
+    if not json:
+        output.api_keys(keys)
+        output.line(f"old keys keep working for {grace}s; switch your clients now")
+    time.sleep(grace)
+    retired = run(deployer, output, bundle, hosts, json, title="rotate keys: retire old", steps=["lock", "gateway"],
+                  playbook="rotate_keys.yml", limit=host, extravars={**extra, "selfhost_rotation_phase": "retire"})
+    for h, s in retired.hosts.items():  # one audit line for the whole rotation
+        s.changed += added.hosts.get(h, s).changed if h in added.hosts else 0
+    ops.append_audit(bundle, retired, run=run_rec, plan_digest=None, name=dep)
+    report["retire"] = retired.to_dict()
+    _finish(output, json, report | {"api_keys": keys}, retired)
+
+
+def _finish(output, json: bool, report: dict, result) -> None:
+    if json:
+        output.as_json(report)
+    else:
+        output.deploy_summary(result)
+    result.raise_for_status()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("rotate-keys", epilog="Examples: " + "; ".join(EXAMPLES))(rotate_keys)

@@ -1,0 +1,36 @@
+"""`selfhost unlock -i SITE --host HOST`: remove a host lock left by a run that died."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from toolkit.commands.lifecycle import NameOpt, command_line, ops_setup
+from toolkit.options import InventoryOpt, JsonOpt
+
+EXAMPLES = ["selfhost unlock -i sites/prod --host gpu-01"]
+RequiredHostOpt = Annotated[str, typer.Option("--host", help="The locked host (inventory name).")]
+
+
+def unlock(inventory: InventoryOpt, host: RequiredHostOpt, name: NameOpt = None, json: JsonOpt = False) -> None:
+    """Remove HOST's lock left by a run that died, and say whose it was."""
+    from toolkit import deployer, ops, output
+
+    site, bundle, run_rec, infos, dep = ops_setup(inventory, name, host, command_line())
+    lock = (infos.get(host, {}).get(dep) or {}).get("lock")
+    result = deployer.run(bundle, playbook="unlock.yml", limit=host,
+                          extravars={"selfhost_run": run_rec, "selfhost_name": dep})
+    ops.append_audit(bundle, result, run=run_rec, plan_digest=None, name=dep)
+    if json:
+        output.as_json({"host": host, "deployment": dep, "removed_lock": lock, "unlock": result.to_dict()})
+    elif lock:
+        output.line(f"{host}: removed the lock of {lock.get('who')} (since {lock.get('since')}, "
+                    f"running {lock.get('command')})")
+    else:
+        output.line(f"{host}: was not locked")
+    result.raise_for_status()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("unlock", epilog="Examples: " + "; ".join(EXAMPLES))(unlock)

@@ -1,0 +1,88 @@
+"""`selfhost upgrade PLAN -i SITE`: show what changes on each host, then roll it out one host at a time."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import typer
+
+from toolkit.commands.lifecycle import command_line, confirm, run
+from toolkit.options import DryRunOpt, InventoryOpt, JsonOpt, PlanArg, YesOpt
+
+EXAMPLES = [
+    "selfhost upgrade plan.yml -i sites/prod --dry-run",
+    "selfhost upgrade plan.yml -i sites/prod",
+    "selfhost upgrade plan.yml -i sites/prod --yes --json",
+]
+
+
+def upgrade(plan: PlanArg, inventory: InventoryOpt, yes: YesOpt = False, dry_run: DryRunOpt = False,
+            json: JsonOpt = False) -> None:
+    """Upgrade to PLAN one host at a time, rolling a failing host back by itself.
+
+    Shows the diff against what each host runs (image, model, every vLLM flag), asks, then rolls out:
+    each host must pass verify before the next starts; a host that fails goes back to its previous
+    release and the rollout stops there (exit 2).
+    """
+    from toolkit import deployer, ops, output
+    from toolkit.errors import DeployError
+    from toolkit.plan import Plan
+    from toolkit.render import render
+    from toolkit.site import load_site
+
+    the_plan = Plan.load(plan)
+    site = load_site(inventory)
+    bundle = render(the_plan, site, Path("build") / the_plan.name)
+    run_rec = deployer.run_info(command_line(), site=str(inventory))
+    infos = ops.read_releases(bundle.path, run=run_rec, name=the_plan.name)
+    new = ops.expected_release(bundle.vars)
+    hosts = [h.name for h in site.hosts]
+    diffs = {h: ops.release_diff((infos.get(h, {}).get(the_plan.name) or {}).get("current"), new) for h in hosts}
+    report: dict = {"bundle": str(bundle.path), "plan_digest": new["plan_digest"],
+                    "diff": {h: [c.__dict__ for c in d] for h, d in diffs.items()}}
+    if not json:
+        output.release_diffs(diffs)
+    if dry_run:
+        if json:
+            output.as_json(report)
+        else:
+            output.line(f"dry run: nothing changed. Bundle: {bundle.path}")
+        return
+    confirm(output, f"Upgrade {the_plan.name} on {len(hosts)} host(s), one at a time?", yes=yes, what="upgrade",
+            fix="pass --yes to upgrade non-interactively (review with --dry-run first)")
+
+    key_dir = Path(tempfile.mkdtemp(prefix="selfhost-keys-"))
+    try:
+        result = run(deployer, output, bundle.path, hosts, json, title="upgrade (one host at a time)",
+                     steps=["lock", *deployer.STEPS, "release"], key_fetch_dir=key_dir,
+                     extravars={"selfhost_run": run_rec, **ops.ROLLOUT_VARS})
+        from toolkit.commands.deploy import _read_keys
+
+        keys = _read_keys(key_dir)
+    finally:
+        shutil.rmtree(key_dir, ignore_errors=True)
+    audit = ops.append_audit(bundle.path, result, run=run_rec, plan_digest=new["plan_digest"])
+    report["upgrade"] = result.to_dict()
+    report["audit_ok"] = audit.ok if audit else None
+    if json:
+        report["api_keys"] = keys
+        output.as_json(report)
+    else:
+        output.deploy_summary(result)
+        output.api_keys(keys)
+        if audit is not None and not audit.ok:
+            output.warn("the audit line could not be appended on every host: " + "; ".join(
+                f"{f.host}: {f.message}" for f in audit.failed))
+    stop = ops.stop_message(result)
+    if stop and not any(f.step == "lock" for f in result.failed):
+        raise DeployError(f"upgrade stopped: {stop}",
+                          fix="fix what the message names (flags the new vLLM rejects, a model that does not fit), "
+                              "then run `selfhost upgrade` again; upgraded hosts keep the new release",
+                          hint=f"ansible-runner artifacts: {result.artifacts}")
+    result.raise_for_status()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("upgrade", epilog="Examples: " + "; ".join(EXAMPLES))(upgrade)

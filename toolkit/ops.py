@@ -1,0 +1,234 @@
+"""Day-2 writes (upgrade, rollback, rotate-keys, destroy, unlock): the pure parts and the small runs they share.
+
+Every mutating command goes through the same shape: read what the hosts keep (`read_releases`,
+releases.yml), decide and show (`release_diff`), then run one playbook of a bundle under the host
+lock and append one audit line per host (`append_audit`, audit.yml). Commands without a plan run an
+*ops bundle* (`ops_bundle`): the site's inventory and the packaged playbooks, no plan vars: the hosts'
+release records say what runs there. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit import deployer
+from toolkit.deploy_vars import DeployVars
+from toolkit.errors import ConfigError
+from toolkit.site import Site
+
+ROLLOUT_VARS = {  # `selfhost upgrade`: one host at a time, stop at the first failure, roll it back
+    "selfhost_rollout_serial": 1,
+    "selfhost_rollout_max_fail_percentage": 0,
+    "selfhost_rollout_auto_rollback": True,
+}
+STOP_TASK = "Stop the rollout at this host"  # the site.yml rescue task whose message says what happened
+
+
+@dataclass(frozen=True)
+class Change:
+    what: str
+    """`plan`, `image`, `model`, `served name`, `flag --x`, `env X`."""
+    old: str | None
+    """Value on the host now (None: absent)."""
+    new: str | None
+    """Value after the change (None: removed)."""
+
+    @property
+    def kind(self) -> str:
+        return "+" if self.old is None else ("-" if self.new is None else "~")
+
+
+# ---------------------------------------------------------------- releases and their diff
+
+def expected_release(dv: DeployVars) -> dict:
+    """The parts of the host's release record (selfhost_release/vars/main.yml) a new bundle decides."""
+    return {
+        "name": dv.selfhost_name,
+        "plan_digest": dv.selfhost_plan_digest,
+        "images": {"vllm": dv.selfhost_images_vllm.ref, "gateway": dv.selfhost_images_gateway.ref},
+        "vllm": {"argv": list(dv.selfhost_vllm_argv), "env": dict(dv.selfhost_vllm_env),
+                 "weights_dir": dv.selfhost_weights_dir, "model_mount": dv.selfhost_vllm_model_mount,
+                 "served_model_name": dv.selfhost_vllm_served_model_name, "image": dv.selfhost_images_vllm.ref},
+    }
+
+
+def argv_flags(argv: list[str]) -> dict[str, str | None]:
+    """`--flag value`, `--flag=value` and bare `--switch` (None) as an ordered map; positionals as `(argN)`."""
+    flags: dict[str, str | None] = {}
+    i, pos = 0, 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok.startswith("--"):
+            name, eq, val = tok.partition("=")
+            if eq:
+                flags[name] = val
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                flags[name] = argv[i + 1]
+                i += 1
+            else:
+                flags[name] = None
+        else:
+            flags[f"(arg{pos})"] = tok
+            pos += 1
+        i += 1
+    return flags
+
+
+def release_diff(current: dict | None, new: dict) -> list[Change]:
+    """What changes on a host going from its `current` release record to `new` (flags one by one)."""
+    if not current:
+        return [Change("release", None, f"{new['plan_digest']} (first recorded release)")]
+    cv, nv = current.get("vllm") or {}, new["vllm"]
+    out: list[Change] = []
+
+    def same(what, old, value):
+        if old != value:
+            out.append(Change(what, old, value))
+
+    same("plan", current.get("plan_digest"), new["plan_digest"])
+    same("image", cv.get("image"), nv["image"])
+    same("gateway image", (current.get("images") or {}).get("gateway"), new["images"]["gateway"])
+    same("model", _revision(cv.get("weights_dir")), _revision(nv["weights_dir"]))
+    same("served name", cv.get("served_model_name"), nv["served_model_name"])
+    old_f, new_f = argv_flags(cv.get("argv") or []), argv_flags(nv["argv"])
+    for flag in [*old_f, *(f for f in new_f if f not in old_f)]:
+        o, n = old_f.get(flag, _ABSENT), new_f.get(flag, _ABSENT)
+        if o != n:
+            out.append(Change(f"flag {flag}", _flag_text(o), _flag_text(n)))
+    old_e, new_e = cv.get("env") or {}, nv["env"]
+    for key in sorted(set(old_e) | set(new_e)):
+        if old_e.get(key) != new_e.get(key):
+            out.append(Change(f"env {key}", old_e.get(key), new_e.get(key)))
+    return out
+
+
+_ABSENT = object()
+
+
+def _flag_text(v) -> str | None:
+    if v is _ABSENT:
+        return None
+    return "(on)" if v is None else str(v)
+
+
+def _revision(weights_dir: str | None) -> str | None:
+    """The model revision a weights dir names: its content address (last path part)."""
+    return weights_dir.rstrip("/").rsplit("/", 1)[-1] if weights_dir else None
+
+
+def resolve_name(infos: dict[str, dict], given: str | None) -> str:
+    """The one deployment the hosts keep (or `given`, checked); infos: host → releases.py answer."""
+    names = sorted({n for info in infos.values() for n in info})
+    if given:
+        if names and given not in names:
+            raise ConfigError(f"no deployment '{given}' on the hosts (they keep: {', '.join(names)})",
+                              fix=f"pass --name {names[0]}" if len(names) == 1 else "pass --name with one of those")
+        return given
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise ConfigError("the hosts keep no selfhost release to act on",
+                          fix="deploy first: selfhost deploy plan.yml -i SITE")
+    raise ConfigError(f"the hosts keep several deployments: {', '.join(names)}", fix="pass --name NAME")
+
+
+# ---------------------------------------------------------------- audit
+
+def audit_record(*, run: dict, host: str, status: str, changed: int, plan_digest: str | None,
+                 name: str | None = None) -> dict:
+    """One audit line: who ran what, when, on which plan, and how it ended on this host."""
+    return {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "since": run.get("since"),
+            "who": run.get("who"), "pid": run.get("pid"), "command": run.get("command"), "run_id": run.get("id"),
+            "deployment": name, "plan_digest": plan_digest, "host": host, "result": status, "changed": changed}
+
+
+def host_status(result: deployer.DeployResult, host: str) -> str:
+    failed = [f for f in result.failed if f.host == host]
+    if any(f.step == "lock" for f in failed):
+        return "refused: locked"
+    stats = result.hosts.get(host)
+    if stats and stats.unreachable:
+        return "unreachable"
+    if failed or (stats and stats.failed):
+        return "rolled back" if any(f.task == STOP_TASK and "rolled back automatically" in f.message
+                                    for f in failed) else "failed"
+    return "ok"
+
+
+def audit_records(result: deployer.DeployResult, *, run: dict, plan_digest: str | None,
+                  name: str | None = None) -> dict[str, dict]:
+    return {h: audit_record(run=run, host=h, status=host_status(result, h), changed=s.changed,
+                            plan_digest=plan_digest, name=name) for h, s in result.hosts.items()}
+
+
+def append_audit(bundle: Path, result: deployer.DeployResult, *, run: dict, plan_digest: str | None,
+                 name: str | None = None) -> deployer.DeployResult | None:
+    """Append the run's audit line on every host it reached (audit.yml); a failure here is reported, not raised."""
+    if result.check or not result.hosts:
+        return None
+    records = audit_records(result, run=run, plan_digest=plan_digest, name=name)
+    extra = {"selfhost_audit_records": records, "selfhost_run": run, **({"selfhost_name": name} if name else {})}
+    return deployer.run(bundle, playbook="audit.yml", limit=",".join(records), extravars=extra)
+
+
+# ---------------------------------------------------------------- bundles and reads
+
+def ops_bundle(site: Site, out: Path) -> Path:
+    """A bundle with no plan: the packaged playbooks, the site inventory and site-level vars only."""
+    from toolkit import render as r
+
+    r._refuse_secrets(site)
+    s = site.settings
+    extravars = {"selfhost_verify_egress_probe": s.selfhost_verify_egress_probe}
+    contents = {
+        "inventory/hosts.yml": r.HEADER + r._yaml(r._inventory(site)),
+        "env/extravars": r.HEADER + r._yaml(extravars),
+        "env/settings": r._yaml({"suppress_ansible_output": False}),
+        "env/envvars": r._yaml(r._envvars(site)),
+        r.LOCK: "# An ops bundle (no plan): day-2 commands that act on what the hosts keep.\n"
+                + r._yaml({"site": str(site.path), "kind": "ops"}),
+    }
+    return r._write_atomically(Path(out), contents)
+
+
+def read_releases(bundle: Path, *, run: dict, name: str | None = None, limit: str | None = None) -> dict[str, dict]:
+    """host → {deployment: {current, previous, releases, records, lock}} from each host (releases.yml)."""
+    tmp = Path(tempfile.mkdtemp(prefix="selfhost-releases-"))
+    try:
+        extra = {"selfhost_info_dir": str(tmp), "selfhost_run": run, **({"selfhost_name": name} if name else {})}
+        result = deployer.run(bundle, playbook="releases.yml", limit=limit, extravars=extra)
+        if not result.ok:
+            result.raise_for_status()
+        return {f.stem: json.loads(f.read_text() or "{}") for f in sorted(tmp.glob("*.json"))}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stop_message(result: deployer.DeployResult) -> str | None:
+    """The rollout's own account of where it stopped and whether the host was rolled back."""
+    stop = next((f for f in result.failed if f.task == STOP_TASK), None)
+    return stop.message if stop else None
+
+
+_ROTATED_RE = re.compile(r'"Bearer ([0-9A-Za-z._~+/-]{16,})"\s+1;\s*# rotation=(\S+)')
+
+
+def read_rotated_keys(key_dir: Path, rotation: str) -> dict[str, str]:
+    """host → the key of this rotation, from the files fetched into key_dir (deleted by the caller)."""
+    keys = {}
+    for f in sorted(Path(key_dir).glob("*.conf")):
+        for key, rid in _ROTATED_RE.findall(f.read_text()):
+            if rid == rotation:
+                keys[f.stem] = key
+    return keys
+
+
+def require_confirmation(what: str, fix: str) -> None:
+    """No --yes and no terminal to ask on: refuse (the caller asks when there is one)."""
+    raise ConfigError(f"refusing to {what} without confirmation: stdin is not a terminal", fix=fix)
