@@ -14,7 +14,7 @@ EXAMPLES = [
     "selfhost rollback -i sites/prod --host gpu-01 --yes",
     "selfhost rollback -i sites/prod --to 3f2a9c01 --yes",
 ]
-ToOpt = Annotated[Optional[str], typer.Option("--to", help="Release to go back to (plan digest or its first characters); default: the previous one.")]
+ToOpt = Annotated[Optional[str], typer.Option("--to", help="Release to go back to (release id or plan digest, or their first characters); default: the previous one.")]
 
 
 def rollback(inventory: InventoryOpt, host: HostOpt = None, to: ToOpt = None, name: NameOpt = None,
@@ -29,12 +29,16 @@ def rollback(inventory: InventoryOpt, host: HostOpt = None, to: ToOpt = None, na
     rows, report = [], {"deployment": dep, "hosts": {}}
     for h, info in infos.items():
         kept = info.get(dep) or {}
-        cur = (kept.get("current") or {}).get("plan_digest")
-        digests = [r["digest"] for r in kept.get("releases", [])]
-        target = ([d for d in digests if d.startswith(to)] or [None])[0] if to else \
-            (kept.get("previous") or {}).get("plan_digest")
-        rows.append([h, cur or "-", target or "(none kept)", ", ".join(digests)])
-        report["hosts"][h] = {"current": cur, "target": target, "kept": digests}
+        cur = (kept.get("current") or {}).get("release")
+        records = {k: v for k, v in (kept.get("records") or {}).items() if v}
+        if to:
+            found = sorted({k for k, v in records.items() if k.startswith(to) or v.get("plan_digest", "").startswith(to)})
+            target = found[0] if len(found) == 1 else None
+        else:
+            target = (kept.get("previous") or {}).get("release")
+        label = f"{target} (plan {records[target]['plan_digest']})" if target in records else "(none kept)"
+        rows.append([h, cur or "-", label, ", ".join(records)])
+        report["hosts"][h] = {"current": cur, "target": target, "kept": sorted(records)}
     if not json:
         output.table(f"rollback {dep}", ["host", "current", "roll back to", "releases kept"], rows)
     if dry_run:

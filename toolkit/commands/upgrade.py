@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from toolkit.commands.deploy import WeightsOpt
 from toolkit.commands.lifecycle import command_line, confirm, run
 from toolkit.options import DryRunOpt, InventoryOpt, JsonOpt, PlanArg, YesOpt
 
@@ -19,7 +20,7 @@ EXAMPLES = [
 
 
 def upgrade(plan: PlanArg, inventory: InventoryOpt, yes: YesOpt = False, dry_run: DryRunOpt = False,
-            json: JsonOpt = False) -> None:
+            json: JsonOpt = False, weights: WeightsOpt = None) -> None:
     """Upgrade to PLAN one host at a time, rolling a failing host back by itself.
 
     Shows the diff against what each host runs (image, model, every vLLM flag), asks, then rolls out:
@@ -34,7 +35,7 @@ def upgrade(plan: PlanArg, inventory: InventoryOpt, yes: YesOpt = False, dry_run
 
     the_plan = Plan.load(plan)
     site = load_site(inventory)
-    bundle = render(the_plan, site, Path("build") / the_plan.name)
+    bundle = render(the_plan, site, Path("build") / the_plan.name, weights_source=weights)
     run_rec = deployer.run_info(command_line(), site=str(inventory))
     infos = ops.read_releases(bundle.path, run=run_rec, name=the_plan.name)
     new = ops.expected_release(bundle.vars)
