@@ -1,0 +1,179 @@
+"""Read-only day-2 commands against the real deployment (session fixture `deployed_site`):
+`selfhost doctor`, `status` and `logs` run as a user runs them (a subprocess of the CLI), and
+doctor's exit codes 1 (a check failed) and 2 (a host unreachable) are provoked for real.
+
+Numbers seen (status after chat completions) are printed; run with `-s` to see them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCTOR_CHECKS = {"reachable", "os", "memory", "cpu_flags", "disk", "gateway_port", "server_container",
+                 "gateway_container", "gateway_answers", "server_via_gateway", "certificate", "disk_free_now"}
+
+
+def _selfhost(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "toolkit", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+def _chat(site, host, max_tokens: int = 16) -> dict:
+    ctx = ssl.create_default_context(cafile=str(site["ca"]))
+    body = {"model": "tiny", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hello world"}]}
+    req = urllib.request.Request(f"https://127.0.0.1:{host.https_port}/v1/chat/completions",
+                                 data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {site['keys'][host.name]}"})
+    with urllib.request.urlopen(req, timeout=120, context=ctx) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def site(deployed_site, tmp_path_factory):
+    return {**deployed_site, "cwd": tmp_path_factory.mktemp("day2")}
+
+
+def _by_host(checks: list[dict]) -> dict[str, dict[str, dict]]:
+    out: dict[str, dict[str, dict]] = {}
+    for c in checks:
+        out.setdefault(c["host"], {})[c["name"]] = c
+    return out
+
+
+def test_doctor_json_all_ok(site):
+    res = _selfhost("doctor", "-i", site["site"], "--bundle", site["bundle"].path, "--json", cwd=site["cwd"])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    report = json.loads(res.stdout)
+    assert set(report) == {"ok", "checks"} and report["ok"] is True
+    hosts = _by_host(report["checks"])
+    assert set(hosts) == {h.name for h in site["hosts"]}
+    for host, checks in hosts.items():
+        assert DOCTOR_CHECKS <= set(checks), (host, sorted(checks))
+        for c in checks.values():
+            assert set(c) == {"host", "name", "ok", "detail", "remedy"} and c["ok"] is True, c
+        print(f"\n[e2e] doctor {host}: {len(checks)} checks ok; {checks['certificate']['detail']}", flush=True)
+
+
+def test_status_shows_the_model_and_live_metrics(site):
+    for h in site["hosts"]:
+        assert _chat(site, h)["usage"]["completion_tokens"] > 0
+    stop = threading.Event()
+
+    def load():  # keep tokens flowing on the first host while status samples /metrics
+        while not stop.is_set():
+            _chat(site, site["hosts"][0], max_tokens=48)
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    try:  # PLAN form: renders into ./build/tiny like `selfhost deploy` does
+        res = _selfhost("status", "-i", site["site"], site["plan_file"], "--json", "--sample", "4", cwd=site["cwd"])
+    finally:
+        stop.set()
+        t.join(timeout=180)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert (site["cwd"] / "build" / "tiny" / "env" / "extravars").is_file()
+    report = json.loads(res.stdout)
+    assert report["ok"] is True
+    assert [s["host"] for s in report["hosts"]] == [h.name for h in site["hosts"]]
+    for s in report["hosts"]:
+        assert s["state"] == "running" and s["health"] == "healthy", s
+        assert s["gateway_state"] == "running" and s["gateway_health"] == "healthy", s
+        assert s["served_model"] == "tiny" and s["image"] == site["bundle"].vars.selfhost_images_vllm.ref
+        assert s["plan_digest"] == site["plan"].digest()
+        assert s["uptime_s"] > 0 and s["restarts"] is not None
+        mt = s["metrics"]
+        assert mt["generation_tokens_total"] > 0 and mt["prompt_tokens_total"] > 0, mt
+        assert mt["requests_finished_total"] >= 1 and mt["request_errors_total"] == 0, mt
+        assert 0 <= mt["kv_cache_usage_pct"] <= 100 and mt["requests_running"] >= 0 and mt["requests_waiting"] >= 0
+        assert mt["window_s"] >= 3.5 and mt["generation_tokens_per_s"] is not None
+        assert s["error"] is None, s["error"]
+        print(f"\n[e2e] status {s['host']}: {s['state']}/{s['health']} model {s['served_model']} up {s['uptime_s']}s; "
+              f"running {mt['requests_running']} waiting {mt['requests_waiting']} KV {mt['kv_cache_usage_pct']}% "
+              f"prompt {mt['prompt_tokens_total']:.0f} gen {mt['generation_tokens_total']:.0f} tokens, "
+              f"{mt['generation_tokens_per_s']} gen tok/s over {mt['window_s']}s, "
+              f"{mt['requests_finished_total']:.0f} finished, {mt['http_5xx_total']} 5xx", flush=True)
+
+
+def test_logs_tail_returns_server_lines_and_no_key(site):
+    res = _selfhost("logs", "-i", site["site"], "--bundle", site["bundle"].path, "--tail", "20", "--json",
+                    cwd=site["cwd"])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    assert out["errors"] == {}
+    for h in site["hosts"]:
+        lines = [ln for ln in out["lines"] if ln["host"] == h.name]
+        assert 0 < len(lines) <= 20 and all(ln["ts"] for ln in lines), h.name
+    assert any("/v1/chat/completions" in ln["text"] or "vllm" in ln["text"].lower() for ln in out["lines"])
+    for key in site["keys"].values():
+        assert key not in res.stdout
+    print(f"\n[e2e] logs: {len(out['lines'])} lines, last: {out['lines'][-1]['text'][:120]}", flush=True)
+
+    one = site["hosts"][1].name  # text form, one host, bounded --follow
+    res = _selfhost("logs", "-i", site["site"], "--bundle", site["bundle"].path, "--host", one, "--tail", "3",
+                    "--follow", "--max-polls", "2", cwd=site["cwd"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert 0 < len(res.stdout.splitlines()) <= 3 + 40 and f"{one} |" not in res.stdout
+
+
+def test_doctor_exit_1_names_a_stopped_gateway(site):
+    h = site["hosts"][0]
+    gateway = site["bundle"].vars.selfhost_gateway_container
+    h.exec("docker", "stop", gateway)
+    try:
+        res = _selfhost("doctor", "-i", site["site"], "--bundle", site["bundle"].path, "--host", h.name, "--json",
+                        cwd=site["cwd"])
+    finally:
+        h.exec("docker", "start", gateway)
+    assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-3000:]
+    report = json.loads(res.stdout)
+    failed = {c["name"] for c in report["checks"] if not c["ok"]}
+    assert report["ok"] is False and {"gateway_container", "gateway_answers"} <= failed, failed
+    assert {c["host"] for c in report["checks"]} == {h.name}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        health = h.exec("docker", "inspect", "--format", "{{.State.Health.Status}}", gateway).stdout.decode().strip()
+        if health == "healthy":
+            break
+        time.sleep(2)
+    assert health == "healthy"
+
+
+def test_doctor_exit_2_when_a_host_is_unreachable(site, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(site["bundle"].path, bundle, ignore=shutil.ignore_patterns("artifacts"))
+    inv_file = bundle / "inventory" / "hosts.yml"
+    inv = yaml.safe_load(inv_file.read_text())
+    dead = site["hosts"][1].name
+    group = inv.get("inference") or inv["all"]["children"]["inference"]
+    group["hosts"][dead]["ansible_port"] = 1  # nothing listens there
+    inv_file.write_text(yaml.safe_dump(inv))
+    res = _selfhost("doctor", "-i", site["site"], "--bundle", bundle, "--json", cwd=site["cwd"])
+    assert res.returncode == 2, res.stdout[-3000:] + res.stderr[-3000:]
+    report = json.loads(res.stdout)
+    hosts = _by_host(report["checks"])
+    assert report["ok"] is False
+    assert hosts[dead] == {"reachable": hosts[dead]["reachable"]} and hosts[dead]["reachable"]["ok"] is False
+    alive = site["hosts"][0].name
+    assert hosts[alive]["reachable"]["ok"] and all(c["ok"] for c in hosts[alive].values())
+
+    res = _selfhost("doctor", "-i", site["site"], "--bundle", site["cwd"] / "nope", "--json", cwd=site["cwd"])
+    assert res.returncode == 2 and json.loads(res.stdout)["error"]["message"].endswith("is not a rendered bundle "
+                                                                                      "(missing project, env/extravars, "
+                                                                                      "inventory/hosts.yml)")
