@@ -135,3 +135,18 @@ def deployed_site(tmp_path_factory, test_hosts, sentinel, e2e_images, tiny_model
     assert set(keys) == {h.name for h in test_hosts}, "a fresh key per host, fetched once"
     return {"site": site, "bundle": bundle, "plan": plan, "plan_file": plan_file, "keys": keys,
             "hosts": test_hosts, "sentinel": sentinel, "ca": site / "pki" / "ca.crt", "first": result}
+
+
+# The day-2 e2e files (upgrade with rollback, key rotation, destroy, doctor/status/logs) add roughly
+# 30–40 minutes of vLLM restarts on a 2-core machine, beyond what one CI run can hold next to the
+# deploy suite. They run when asked: SELFHOST_E2E_DAY2=1 bash scripts/test.sh tests/e2e
+DAY2_FILES = ("test_day2_read.py", "test_day2_write.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("SELFHOST_E2E_DAY2") == "1":
+        return
+    skip = pytest.mark.skip(reason="day-2 e2e suite is opt-in: set SELFHOST_E2E_DAY2=1")
+    for item in items:
+        if item.path.name in DAY2_FILES:
+            item.add_marker(skip)
