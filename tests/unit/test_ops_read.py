@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from toolkit import doctor, logs, status
+from toolkit import monitoring as m
 from toolkit.deployer import DeployResult, FailedTask, HostStats
 from toolkit.readout import Readout
 
@@ -22,14 +23,24 @@ METRICS_2 = (CASES / "vllm-metrics-2.txt").read_text()
 # ---------------------------------------------------------------- /metrics
 
 def test_parse_prometheus_reads_the_captured_vllm_sample():
-    s = status.parse_prometheus(METRICS_2)
-    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-                 "vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:request_success_total",
-                 "http_requests_total"):
-        assert name in s, name
+    """vllm-0.32-metrics-captured.txt: /metrics of the pinned vLLM CPU server (tiny model), fresh start."""
+    s = status.parse_prometheus((CASES / "vllm-0.32-metrics-captured.txt").read_text())
+    used = [m.RUNNING, m.WAITING, m.KV_USAGE, m.PROMPT_TOKENS, m.GENERATION_TOKENS, m.FINISHED]
+    for metric in used:
+        assert metric.name in s, metric.name
     assert all(labels.get("model_name") == "tiny" for labels, _ in s["vllm:generation_tokens_total"])
     reasons = {labels["finished_reason"] for labels, _ in s["vllm:request_success_total"]}
     assert {"stop", "length", "abort", "error"} <= reasons
+    assert any(name.endswith("_bucket") for name in s)  # histograms parse too
+    mt = status.shape_metrics(s, s, 3.0)
+    assert (mt.requests_running, mt.kv_cache_usage_pct, mt.generation_tokens_total, mt.request_errors_total) == (0, 0, 0, 0)
+    assert mt.generation_tokens_per_s == 0.0 and mt.http_5xx_total is None  # no HTTP request served yet
+
+
+def test_parse_prometheus_reads_the_synthetic_samples():
+    """vllm-metrics-{1,2}.txt: the captured layout with traffic (numbers chosen for the rate tests)."""
+    s = status.parse_prometheus(METRICS_2)
+    assert {"vllm:request_success_total", "http_requests_total"} <= set(s)
 
 
 def test_parse_prometheus_edge_cases():
