@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from toolkit.commands.lifecycle import finish
 from toolkit.options import DryRunOpt, InventoryOpt, JsonOpt, PlanArg, YesOpt
 
 EXAMPLES = [
@@ -50,7 +51,7 @@ def deploy(plan: PlanArg, inventory: InventoryOpt, check: CheckOpt = False, limi
     if check:  # read-only health check of what is deployed
         result = _run(deployer, output, bundle.path, hosts, json, check=True, limit=limit, playbook="check.yml",
                       title="check")
-        _finish(output, json, report | {"check": result.to_dict()}, result)
+        finish(output, json, report | {"check": result.to_dict()}, result)
         return
 
     from toolkit import ops
@@ -62,7 +63,7 @@ def deploy(plan: PlanArg, inventory: InventoryOpt, check: CheckOpt = False, limi
     if not json:
         output.deploy_preview(preview.changed_tasks, list(preview.hosts) or hosts)
     if not preview.ok:
-        _finish(output, json, report, preview)
+        finish(output, json, report, preview)
     if dry_run:
         if json:
             output.as_json(report)
@@ -90,7 +91,7 @@ def deploy(plan: PlanArg, inventory: InventoryOpt, check: CheckOpt = False, limi
         report["api_keys"] = keys  # shown once; not written anywhere on this machine
     else:
         output.api_keys(keys)
-    _finish(output, json, report, result)
+    finish(output, json, report, result)
 
 
 def _run(deployer, output, bundle: Path, hosts: list[str], json: bool, *, title: str = "deploy", **kw):
@@ -100,13 +101,6 @@ def _run(deployer, output, bundle: Path, hosts: list[str], json: bool, *, title:
         return deployer.run(bundle, on_event=view.update, **kw)
 
 
-def _finish(output, json: bool, report: dict, result) -> None:
-    """Print the summary (or the JSON document) and turn a failed run into its error/exit code."""
-    if json:
-        output.as_json(report)
-    else:
-        output.deploy_summary(result)
-    result.raise_for_status()
 
 
 def _read_keys(key_dir: Path) -> dict[str, str]:

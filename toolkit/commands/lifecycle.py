@@ -42,6 +42,15 @@ def run(deployer, output, bundle: Path, hosts: list[str], json: bool, *, title: 
         return deployer.run(bundle, on_event=view.update, **kw)
 
 
+def finish(output, json: bool, report: dict, result) -> None:
+    """Print the summary (or the JSON document) and turn a failed run into its error/exit code."""
+    if json:
+        output.as_json(report)
+    else:
+        output.deploy_summary(result)
+    result.raise_for_status()
+
+
 def ops_setup(inventory: Path, name: Optional[str], host: Optional[str], command: str):
     """Site, ops bundle, run record, the hosts' releases and the deployment name, for plan-less commands."""
     from toolkit import deployer, ops

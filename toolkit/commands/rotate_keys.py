@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, ops_setup, run
+from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, finish, ops_setup, run
 from toolkit.options import DryRunOpt, InventoryOpt, JsonOpt, YesOpt
 
 EXAMPLES = [
@@ -54,7 +54,7 @@ def rotate_keys(inventory: InventoryOpt, host: HostOpt = None, name: NameOpt = N
     report: dict = {"deployment": dep, "rotation": rotation, "add": added.to_dict()}
     if not added.ok:
         ops.append_audit(bundle, added, run=run_rec, plan_digest=None, name=dep)
-        _finish(output, json, report | {"api_keys": keys}, added)
+        finish(output, json, report | {"api_keys": keys}, added)
     if not json:
         output.api_keys(keys)
         output.line(f"old keys keep working for {grace}s; switch your clients now")
@@ -65,15 +65,9 @@ def rotate_keys(inventory: InventoryOpt, host: HostOpt = None, name: NameOpt = N
         s.changed += added.hosts.get(h, s).changed if h in added.hosts else 0
     ops.append_audit(bundle, retired, run=run_rec, plan_digest=None, name=dep)
     report["retire"] = retired.to_dict()
-    _finish(output, json, report | {"api_keys": keys}, retired)
+    finish(output, json, report | {"api_keys": keys}, retired)
 
 
-def _finish(output, json: bool, report: dict, result) -> None:
-    if json:
-        output.as_json(report)
-    else:
-        output.deploy_summary(result)
-    result.raise_for_status()
 
 
 def register(app: typer.Typer) -> None:
