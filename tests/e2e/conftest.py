@@ -19,9 +19,14 @@ HERE = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(config, items):
+    """Mark everything here `e2e`; skip the day-2 files unless asked for (see DAY2_FILES below)."""
+    day2 = os.environ.get("SELFHOST_E2E_DAY2") == "1"
+    skip = pytest.mark.skip(reason="day-2 e2e suite is opt-in: set SELFHOST_E2E_DAY2=1")
     for item in items:
         if HERE in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
+            if not day2 and item.path.name in DAY2_FILES:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -142,11 +147,3 @@ def deployed_site(tmp_path_factory, test_hosts, sentinel, e2e_images, tiny_model
 # deploy suite. They run when asked: SELFHOST_E2E_DAY2=1 bash scripts/test.sh tests/e2e
 DAY2_FILES = ("test_day2_read.py", "test_day2_write.py")
 
-
-def pytest_collection_modifyitems(config, items):
-    if os.environ.get("SELFHOST_E2E_DAY2") == "1":
-        return
-    skip = pytest.mark.skip(reason="day-2 e2e suite is opt-in: set SELFHOST_E2E_DAY2=1")
-    for item in items:
-        if item.path.name in DAY2_FILES:
-            item.add_marker(skip)
