@@ -7,6 +7,7 @@ pre-builds them. Set SELFHOST_TEST_KEEP=1 to leave hosts running after the sessi
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,7 @@ def e2e_plan(vllm_ref: str):
 def deployed_site(tmp_path_factory, test_hosts, sentinel, e2e_images, tiny_model) -> dict:
     """The tiny CPU plan deployed ONCE per session on both test hosts, shared by every e2e module.
 
-    Returns {site, bundle, plan, plan_file, keys, hosts, sentinel, ca, first}: the site folder (its
+    Returns {site, bundle, plan, plan_file, keys, hosts, sentinel, ca, first, first_s}: the site folder (its
     group_vars name the weights, so `selfhost … plan.yml -i site` renders without --weights), the
     render's Bundle, the Plan and its plan.yml, the API key per host (fetched once), the test hosts,
     the sentinel, the site CA and the first deploy's DeployResult.
@@ -123,6 +124,8 @@ def deployed_site(tmp_path_factory, test_hosts, sentinel, e2e_images, tiny_model
         "ansible_user": "root",
         "ansible_ssh_private_key_file": str(test_hosts[0].private_key),
         "selfhost_ssh_host_key_checking": False,  # throwaway test hosts only
+        # Ansible's default ssh_args add -C: compressing a 3.8 GB tarball on 2 cores is the bottleneck.
+        "ansible_ssh_args": "-o ControlMaster=auto -o ControlPersist=60s",
         "selfhost_weights_source": str(tiny_model),
         "selfhost_images_vllm_ref": vllm.ref, "selfhost_images_vllm_tarball": str(vllm.tarball),
         "selfhost_images_gateway_ref": gw.ref, "selfhost_images_gateway_tarball": str(gw.tarball),
@@ -134,12 +137,26 @@ def deployed_site(tmp_path_factory, test_hosts, sentinel, e2e_images, tiny_model
     bundle = render(plan, load_site(site), tmp / "bundle")
     keys_dir = tmp / "keys"
     keys_dir.mkdir()
-    result = deployer.run(bundle.path, key_fetch_dir=keys_dir)
+    t0 = time.monotonic()
+    result = deployer.run(bundle.path, key_fetch_dir=keys_dir, on_event=print_changes([]))
+    seconds = time.monotonic() - t0
+    print(f"\n[e2e] first deploy: {seconds:.0f}s, status {result.status}", flush=True)
     assert result.ok, [f"{f.host} {f.step}: {f.task}: {f.message}" for f in result.failed]
     keys = _read_keys(keys_dir)
     assert set(keys) == {h.name for h in test_hosts}, "a fresh key per host, fetched once"
     return {"site": site, "bundle": bundle, "plan": plan, "plan_file": plan_file, "keys": keys,
-            "hosts": test_hosts, "sentinel": sentinel, "ca": site / "pki" / "ca.crt", "first": result}
+            "hosts": test_hosts, "sentinel": sentinel, "ca": site / "pki" / "ca.crt", "first": result,
+            "first_s": seconds}
+
+
+def print_changes(log: list):
+    """A deployer on_event callback: print (and keep) each changed/failed/unreachable task."""
+    def on_event(e):
+        if e.status in ("changed", "failed", "unreachable"):
+            log.append(e)
+            print(f"  [{e.host}] {e.step}: {e.task}: {e.status}" + (f" — {e.message}" if e.message else ""),
+                  flush=True)
+    return on_event
 
 
 # The day-2 e2e files (upgrade with rollback, key rotation, destroy, doctor/status/logs) add roughly

@@ -12,77 +12,23 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
-import yaml
 
+from tests.e2e.conftest import print_changes
 from tests.e2e.infra import hosts as infra_hosts
 from toolkit import deployer
-from toolkit.commands.deploy import _read_keys
-from toolkit.plan import Plan
-from toolkit.render import render
-from toolkit.site import init_site, load_site
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-GOLDEN_PLAN = ROOT / "tests" / "unit" / "golden" / "cpu-tiny" / "plan.yml"
 TIMES: dict[str, float] = {}
 
 
-def _plan(vllm_ref: str) -> Plan:
-    """A CPU plan for the tiny model (the golden cpu-tiny plan, tightened for 2 shared cores)."""
-    p = Plan.load(GOLDEN_PLAN)
-    return p.model_copy(update={
-        "name": "tiny",
-        "vllm": p.vllm.model_copy(update={"max_model_len": 512, "max_num_batched_tokens": 512, "max_num_seqs": 4}),
-        "runtime": p.runtime.model_copy(update={"image": vllm_ref, "load_time_s": 120,
-                                                "env": {"VLLM_CPU_KVCACHE_SPACE": "1"}}),
-    })
-
-
-def _events(log: list):
-    def on_event(e):
-        if e.status in ("changed", "failed", "unreachable"):
-            log.append(e)
-            print(f"  [{e.host}] {e.step}: {e.task}: {e.status}" + (f" — {e.message}" if e.message else ""),
-                  flush=True)
-    return on_event
-
-
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, test_hosts, sentinel, e2e_images, tiny_model):
-    tmp = tmp_path_factory.mktemp("deploy")
-    site = tmp / "site"
-    init_site(site)
-    (site / "hosts.yml").write_text(yaml.safe_dump({"inference": {"hosts": {
-        h.name: {"ansible_host": h.ssh_host, "ansible_port": h.ssh_port} for h in test_hosts}}}))
-    vllm, gw = e2e_images["vllm"], e2e_images["gateway"]
-    (site / "group_vars" / "inference.yml").write_text(yaml.safe_dump({
-        "ansible_user": "root",
-        "ansible_ssh_private_key_file": str(test_hosts[0].private_key),
-        "selfhost_ssh_host_key_checking": False,  # throwaway test hosts only
-        # Ansible's default ssh_args add -C: compressing a 3.8 GB tarball on 2 cores is the bottleneck.
-        "ansible_ssh_args": "-o ControlMaster=auto -o ControlPersist=60s",
-        "selfhost_images_vllm_ref": vllm.ref, "selfhost_images_vllm_tarball": str(vllm.tarball),
-        "selfhost_images_gateway_ref": gw.ref, "selfhost_images_gateway_tarball": str(gw.tarball),
-        "selfhost_verify_egress_probe": f"{sentinel.ip}:{sentinel.port}",
-    }))
-    plan = _plan(vllm.ref)
-    bundle = render(plan, load_site(site), tmp / "bundle", weights_source=tiny_model)
-    keys_dir = tmp / "keys"
-    keys_dir.mkdir()
-    changes: list = []
-    t0 = time.monotonic()
-    result = deployer.run(bundle.path, key_fetch_dir=keys_dir, on_event=_events(changes))
-    TIMES["first deploy"] = time.monotonic() - t0
-    print(f"\n[e2e] first deploy: {TIMES['first deploy']:.0f}s, status {result.status}", flush=True)
-    assert result.ok, [f"{f.host} {f.step}: {f.task}: {f.message}" for f in result.failed]
-    keys = _read_keys(keys_dir)
-    assert set(keys) == {h.name for h in test_hosts}, "a fresh key per host, fetched once"
-    return {"site": site, "bundle": bundle, "plan": plan, "keys": keys, "hosts": test_hosts,
-            "sentinel": sentinel, "ca": site / "pki" / "ca.crt", "first": result}
+def lab(deployed_site):
+    """The session's deployment (conftest `deployed_site`): render + first deploy happen there."""
+    TIMES["first deploy"] = deployed_site["first_s"]
+    return deployed_site
 
 
 def _https(lab, host, path: str, *, key: str | None = None, body: dict | None = None):
@@ -137,7 +83,7 @@ def test_server_cannot_reach_the_sentinel_but_the_host_bridge_can(lab):
 def test_second_deploy_changes_nothing(lab):
     changes: list = []
     t0 = time.monotonic()
-    result = deployer.run(lab["bundle"].path, on_event=_events(changes))
+    result = deployer.run(lab["bundle"].path, on_event=print_changes(changes))
     TIMES["no-op deploy"] = time.monotonic() - t0
     print(f"\n[e2e] no-op deploy: {TIMES['no-op deploy']:.0f}s, status {result.status}", flush=True)
     assert result.ok, result.failed
@@ -156,7 +102,7 @@ def test_killed_server_and_corrupt_weight_are_healed(lab):
 
     changes: list = []
     t0 = time.monotonic()
-    result = deployer.run(lab["bundle"].path, on_event=_events(changes))
+    result = deployer.run(lab["bundle"].path, on_event=print_changes(changes))
     TIMES["heal deploy"] = time.monotonic() - t0
     print(f"\n[e2e] heal deploy: {TIMES['heal deploy']:.0f}s", flush=True)
     assert result.ok, result.failed

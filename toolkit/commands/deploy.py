@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from toolkit.commands.lifecycle import finish
+from toolkit.commands.lifecycle import command_line, confirm, dry_run_done, finish, run
 from toolkit.options import DryRunOpt, InventoryOpt, JsonOpt, PlanArg, YesOpt
 
 EXAMPLES = [
@@ -37,7 +36,6 @@ def deploy(plan: PlanArg, inventory: InventoryOpt, check: CheckOpt = False, limi
            weights: WeightsOpt = None, out: OutOpt = None) -> None:
     """Render PLAN for SITE, preview the changes (Ansible check mode), ask, then deploy with live progress."""
     from toolkit import deployer, output
-    from toolkit.errors import ConfigError
     from toolkit.plan import Plan
     from toolkit.render import render
     from toolkit.site import load_site
@@ -49,13 +47,12 @@ def deploy(plan: PlanArg, inventory: InventoryOpt, check: CheckOpt = False, limi
     report: dict = {"bundle": str(bundle.path)}
 
     if check:  # read-only health check of what is deployed
-        result = _run(deployer, output, bundle.path, hosts, json, check=True, limit=limit, playbook="check.yml",
-                      title="check")
+        result = run(deployer, output, bundle.path, hosts, json, title="check", steps=deployer.STEPS, check=True,
+                     limit=limit, playbook="check.yml")
         finish(output, json, report | {"check": result.to_dict()}, result)
         return
 
     from toolkit import ops
-    from toolkit.commands.lifecycle import command_line
 
     run_rec = deployer.run_info(command_line(), site=str(inventory))  # host lock owner + audit
     preview = deployer.run(bundle.path, check=True, limit=limit, extravars={"selfhost_run": run_rec})
@@ -65,23 +62,14 @@ def deploy(plan: PlanArg, inventory: InventoryOpt, check: CheckOpt = False, limi
     if not preview.ok:
         finish(output, json, report, preview)
     if dry_run:
-        if json:
-            output.as_json(report)
-        else:
-            output.line(f"dry run: nothing changed. Bundle: {bundle.path}")
-        return
-    if not yes:
-        if not sys.stdin.isatty():
-            raise ConfigError("refusing to deploy without confirmation: stdin is not a terminal",
-                              fix="pass --yes to deploy non-interactively (review with --dry-run first)")
-        if not output.confirm(f"Deploy {the_plan.name} to {len(preview.hosts) or len(hosts)} host(s)?"):
-            output.line("aborted: nothing changed")
-            raise typer.Exit(1)
+        return dry_run_done(output, json, report, f"Bundle: {bundle.path}")
+    confirm(output, f"Deploy {the_plan.name} to {len(preview.hosts) or len(hosts)} host(s)?", yes=yes,
+            what="deploy", fix="pass --yes to deploy non-interactively (review with --dry-run first)")
 
     key_dir = Path(tempfile.mkdtemp(prefix="selfhost-keys-"))
     try:
-        result = _run(deployer, output, bundle.path, hosts, json, limit=limit, key_fetch_dir=key_dir,
-                      extravars={"selfhost_run": run_rec})
+        result = run(deployer, output, bundle.path, hosts, json, title="deploy", steps=deployer.STEPS, limit=limit,
+                     key_fetch_dir=key_dir, extravars={"selfhost_run": run_rec})
         keys = _read_keys(key_dir)
     finally:
         shutil.rmtree(key_dir, ignore_errors=True)
@@ -92,15 +80,6 @@ def deploy(plan: PlanArg, inventory: InventoryOpt, check: CheckOpt = False, limi
     else:
         output.api_keys(keys)
     finish(output, json, report, result)
-
-
-def _run(deployer, output, bundle: Path, hosts: list[str], json: bool, *, title: str = "deploy", **kw):
-    if json or not sys.stdout.isatty():
-        return deployer.run(bundle, **kw)
-    with output.DeployProgress(hosts, deployer.STEPS, title=title) as view:
-        return deployer.run(bundle, on_event=view.update, **kw)
-
-
 
 
 def _read_keys(key_dir: Path) -> dict[str, str]:

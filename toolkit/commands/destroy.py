@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, ops_setup, run
+from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, dry_run_done, finish, ops_setup, run
 from toolkit.options import DryRunOpt, InventoryOpt, JsonOpt, YesOpt
 
 EXAMPLES = [
@@ -34,17 +34,14 @@ def destroy(inventory: InventoryOpt, host: HostOpt = None, name: NameOpt = None,
     if not json:
         output.table(f"destroy {dep}", ["hosts", "removes", "keeps"], [[", ".join(hosts), gone, kept]])
     if dry_run:
-        output.as_json(report) if json else output.line("dry run: nothing changed")
-        return
+        return dry_run_done(output, json, report)
     confirm(output, f"Destroy {dep} on {len(hosts)} host(s){' and PURGE its data' if purge else ''}?", yes=yes,
             what="destroy", fix="pass --yes to destroy non-interactively (review with --dry-run first)")
     result = run(deployer, output, bundle, hosts, json, title="destroy", steps=["lock", "release"],
                  playbook="destroy.yml", limit=host,
                  extravars={"selfhost_run": run_rec, "selfhost_name": dep, "selfhost_destroy_purge": purge})
     ops.append_audit(bundle, result, run=run_rec, plan_digest=None, name=dep)
-    report["destroy"] = result.to_dict()
-    output.as_json(report) if json else output.deploy_summary(result)
-    result.raise_for_status()
+    finish(output, json, report | {"destroy": result.to_dict()}, result)
 
 
 def register(app: typer.Typer) -> None:

@@ -42,6 +42,14 @@ def run(deployer, output, bundle: Path, hosts: list[str], json: bool, *, title: 
         return deployer.run(bundle, on_event=view.update, **kw)
 
 
+def dry_run_done(output, json: bool, report: dict, where: str = "") -> None:
+    """End a --dry-run: the JSON document, or one line saying nothing changed (and where to look)."""
+    if json:
+        output.as_json(report)
+    else:
+        output.line("dry run: nothing changed" + (f". {where}" if where else ""))
+
+
 def finish(output, json: bool, report: dict, result) -> None:
     """Print the summary (or the JSON document) and turn a failed run into its error/exit code."""
     if json:

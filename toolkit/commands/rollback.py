@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, ops_setup, run
+from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, dry_run_done, finish, ops_setup, run
 from toolkit.options import DryRunOpt, InventoryOpt, JsonOpt, YesOpt
 
 EXAMPLES = [
@@ -42,17 +42,14 @@ def rollback(inventory: InventoryOpt, host: HostOpt = None, to: ToOpt = None, na
     if not json:
         output.table(f"rollback {dep}", ["host", "current", "roll back to", "releases kept"], rows)
     if dry_run:
-        output.as_json(report) if json else output.line("dry run: nothing changed")
-        return
+        return dry_run_done(output, json, report)
     confirm(output, f"Roll {dep} back on {len(rows)} host(s), one at a time?", yes=yes, what="roll back",
             fix="pass --yes to roll back non-interactively (review with --dry-run first)")
     extra = {"selfhost_run": run_rec, "selfhost_name": dep, "selfhost_rollback_to": to or ""}
     result = run(deployer, output, bundle, list(infos), json, title="rollback (one host at a time)",
                  steps=["lock", "release", "verify"], playbook="rollback.yml", limit=host, extravars=extra)
     ops.append_audit(bundle, result, run=run_rec, plan_digest=None, name=dep)
-    report["rollback"] = result.to_dict()
-    output.as_json(report) if json else output.deploy_summary(result)
-    result.raise_for_status()
+    finish(output, json, report | {"rollback": result.to_dict()}, result)
 
 
 def register(app: typer.Typer) -> None:

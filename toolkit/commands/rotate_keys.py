@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, finish, ops_setup, run
+from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, dry_run_done, finish, ops_setup, run
 from toolkit.options import DryRunOpt, InventoryOpt, JsonOpt, YesOpt
 
 EXAMPLES = [
@@ -36,9 +36,7 @@ def rotate_keys(inventory: InventoryOpt, host: HostOpt = None, name: NameOpt = N
     if not json:
         output.line(f"rotate the API keys of {dep} on {', '.join(hosts)}; old keys keep working for {grace}s")
     if dry_run:
-        output.as_json({"deployment": dep, "hosts": hosts, "grace_s": grace}) if json else \
-            output.line("dry run: nothing changed")
-        return
+        return dry_run_done(output, json, {"deployment": dep, "hosts": hosts, "grace_s": grace})
     confirm(output, f"Rotate the API keys on {len(hosts)} host(s)?", yes=yes, what="rotate keys",
             fix="pass --yes to rotate non-interactively")
     rotation = uuid.uuid4().hex[:12]

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from toolkit.commands.deploy import WeightsOpt
-from toolkit.commands.lifecycle import command_line, confirm, run
+from toolkit.commands.lifecycle import command_line, confirm, dry_run_done, run
 from toolkit.options import DryRunOpt, InventoryOpt, JsonOpt, PlanArg, YesOpt
 
 EXAMPLES = [
@@ -46,11 +46,7 @@ def upgrade(plan: PlanArg, inventory: InventoryOpt, yes: YesOpt = False, dry_run
     if not json:
         output.release_diffs(diffs)
     if dry_run:
-        if json:
-            output.as_json(report)
-        else:
-            output.line(f"dry run: nothing changed. Bundle: {bundle.path}")
-        return
+        return dry_run_done(output, json, report, f"Bundle: {bundle.path}")
     confirm(output, f"Upgrade {the_plan.name} on {len(hosts)} host(s), one at a time?", yes=yes, what="upgrade",
             fix="pass --yes to upgrade non-interactively (review with --dry-run first)")
 
