@@ -93,6 +93,11 @@ class DeployVars(Strict):
     """Environment of the server: offline switches, telemetry off, device settings."""
     selfhost_vllm_model_mount: str
     """Where the weights appear inside the container."""
+    selfhost_vllm_cache_dir: str
+    """Host directory of vLLM's compile cache (torch.compile / CUDA-graph artifacts), mounted read-write:
+    a restart, heal or rollback of the same model and flags skips recompiling."""
+    selfhost_vllm_cache_mount: str = "/var/cache/vllm"
+    """Where `selfhost_vllm_cache_dir` appears inside the container (the server's VLLM_CACHE_ROOT)."""
     selfhost_vllm_port: int = 8000
     """Port the server listens on inside the internal network."""
     selfhost_vllm_gpus: str | None = None

@@ -103,6 +103,7 @@ def build_vars(plan: Plan, site: Site, *, weights: Path, images: dict[str, Image
     mount = plan.vllm.model if plan.vllm.model.startswith("/") else f"/models/{_slug(plan.model.id)}"
     tp = hw.gpus_per_replica
     gateway_mount = "/etc/selfhost/gateway"
+    cache_mount = "/var/cache/vllm"
     memory = plan.model.weights_gib + (8 if gpu else hw.memory_gib + 4)  # page cache / OS / CPU KV space
     return DeployVars(
         selfhost_name=name,
@@ -126,8 +127,10 @@ def build_vars(plan: Plan, site: Site, *, weights: Path, images: dict[str, Image
         selfhost_weights_dir=f"{s.selfhost_root}/{name}/weights/{weights_id}",
         selfhost_vllm_container=f"{name}-vllm",
         selfhost_vllm_argv=plan.vllm.model_copy(update={"model": mount}).to_argv(),
-        selfhost_vllm_env=dict(sorted({**OFFLINE_ENV, **plan.runtime.env}.items())),
+        selfhost_vllm_env=dict(sorted({**OFFLINE_ENV, "VLLM_CACHE_ROOT": cache_mount, **plan.runtime.env}.items())),
         selfhost_vllm_model_mount=mount,
+        selfhost_vllm_cache_dir=f"{s.selfhost_root}/{name}/cache/vllm",
+        selfhost_vllm_cache_mount=cache_mount,
         selfhost_vllm_port=plan.vllm.port,
         selfhost_vllm_gpus=str(tp) if gpu else None,
         # Tensor parallel: NCCL wants the host IPC namespace; one process group only needs a roomy /dev/shm.
