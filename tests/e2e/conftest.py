@@ -94,7 +94,11 @@ def e2e_plan(vllm_ref: str):
         "name": "tiny",
         "vllm": p.vllm.model_copy(update={"max_model_len": 512, "max_num_batched_tokens": 512, "max_num_seqs": 4}),
         "runtime": p.runtime.model_copy(update={"image": vllm_ref, "load_time_s": 120,
-                                                "env": {"VLLM_CPU_KVCACHE_SPACE": "1"}}),
+                                                # Both test hosts share this machine's cores: vLLM's default
+                                                # auto-binding pins both servers' workers to core 0, where a
+                                                # serving one starves the other's start-up.
+                                                "env": {"VLLM_CPU_KVCACHE_SPACE": "1",
+                                                        "VLLM_CPU_OMP_THREADS_BIND": "nobind"}}),
     })
 
 

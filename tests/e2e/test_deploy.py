@@ -78,6 +78,7 @@ def test_server_cannot_reach_the_sentinel_but_the_host_bridge_can(lab):
         assert inspect["HostConfig"]["PortBindings"] in ({}, None), "only the gateway publishes a port"
         mounts = {m["Destination"]: m for m in inspect["Mounts"]}
         assert mounts[lab["bundle"].vars.selfhost_vllm_model_mount]["RW"] is False
+        assert mounts[lab["bundle"].vars.selfhost_vllm_cache_mount]["RW"] is True, "the compile cache persists"
 
 
 def test_second_deploy_changes_nothing(lab):
