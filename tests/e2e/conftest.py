@@ -20,14 +20,10 @@ HERE = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(config, items):
-    """Mark everything here `e2e`; skip the day-2 files unless asked for (see DAY2_FILES below)."""
-    day2 = os.environ.get("SELFHOST_E2E_DAY2") == "1"
-    skip = pytest.mark.skip(reason="day-2 e2e suite is opt-in: set SELFHOST_E2E_DAY2=1")
+    """Mark everything here `e2e` (select or deselect it with `-m e2e` / `-m "not e2e"`)."""
     for item in items:
         if HERE in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
-            if not day2 and item.path.name in DAY2_FILES:
-                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -161,10 +157,4 @@ def print_changes(log: list):
             print(f"  [{e.host}] {e.step}: {e.task}: {e.status}" + (f" — {e.message}" if e.message else ""),
                   flush=True)
     return on_event
-
-
-# The day-2 e2e files (upgrade with rollback, key rotation, destroy, doctor/status/logs) add roughly
-# 30–40 minutes of vLLM restarts on a 2-core machine, beyond what one CI run can hold next to the
-# deploy suite. They run when asked: SELFHOST_E2E_DAY2=1 bash scripts/test.sh tests/e2e
-DAY2_FILES = ("test_day2_read.py", "test_day2_write.py")
 

@@ -1,5 +1,5 @@
 """Read-only day-2 commands against the real deployment (session fixture `deployed_site`):
-`selfhost doctor`, `status` and `logs` run as a user runs them (a subprocess of the CLI), and
+`selfhost doctor`, `status`, `bench` and `logs` run as a user runs them (a subprocess of the CLI), and
 doctor's exit codes 1 (a check failed) and 2 (a host unreachable) are provoked for real.
 
 Numbers seen (status after chat completions) are printed; run with `-s` to see them.
@@ -109,6 +109,27 @@ def test_status_shows_the_model_and_live_metrics(site):
               f"prompt {mt['prompt_tokens_total']:.0f} gen {mt['generation_tokens_total']:.0f} tokens, "
               f"{mt['generation_tokens_per_s']} gen tok/s over {mt['window_s']}s, "
               f"{mt['requests_finished_total']:.0f} finished, {mt['http_5xx_total']} 5xx", flush=True)
+
+
+def test_bench_through_the_gateway_reports_real_numbers(site):
+    h = site["hosts"][0]
+    key_file = site["cwd"] / "api-key"
+    key_file.write_text(site["keys"][h.name] + "\n")
+    key_file.chmod(0o600)
+    # The test hosts' gateway port is published on a loopback port of its own, hence --url (not -i).
+    res = _selfhost("bench", "--url", f"https://127.0.0.1:{h.https_port}", "--ca", site["ca"],
+                    "--api-key-file", key_file, "--plan", site["plan_file"], "--concurrency", "2",
+                    "--requests", "6", "--max-tokens", "16", "--duration", "120", "--json", cwd=site["cwd"])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    r = json.loads(res.stdout)
+    assert r["ok"] == 6 and r["errors"] == 0 and r["model"] == "tiny", r
+    assert r["output_tokens_per_s"] > 0 and r["requests_per_s"] > 0
+    assert 0 < r["ttft_p50_s"] <= r["ttft_p95_s"] and 0 < r["itl_p50_s"] <= r["itl_p95_s"]
+    assert r["predicted"]["decode_tokens_per_s"] == site["plan"].performance.decode_tokens_per_s
+    assert site["keys"][h.name] not in res.stdout + res.stderr
+    print(f"\n[e2e] bench {h.name} through the gateway: {r['ok']} requests, {r['requests_per_s']:.2f} req/s, "
+          f"{r['output_tokens_per_s']:.1f} output tok/s, TTFT p50/p95 {r['ttft_p50_s']:.3f}/{r['ttft_p95_s']:.3f} s, "
+          f"ITL p50/p95 {r['itl_p50_s']:.3f}/{r['itl_p95_s']:.3f} s (plan: {r['predicted']})", flush=True)
 
 
 def test_logs_tail_returns_server_lines_and_no_key(site):

@@ -82,3 +82,41 @@ def test_site_playbook_parses(tmp_path):
     res = subprocess.run(["ansible-playbook", "--syntax-check", "-i", str(b / "inventory"), "site.yml"],
                          cwd=b / "project", capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+LOCK_PROBE = """---
+- name: Take and release the host lock (what every mutating playbook does first and last)
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Take the host lock
+      ansible.builtin.import_role:
+        name: selfhost_lock
+    - name: Release the host lock
+      ansible.builtin.import_role:
+        name: selfhost_lock
+        tasks_from: release.yml
+"""
+
+
+@pytest.mark.parametrize("check", [True, False], ids=["check-mode", "live"])
+def test_host_lock_free_then_held(tmp_path, check):
+    """A free lock passes (the preview of a first deploy runs in check mode); a held one names its holder."""
+    import json
+
+    state = tmp_path / "state"
+    b = _bundle(tmp_path, selfhost_lock_state_dir=str(state))
+    (b / "project" / "lock_probe.yml").write_text(LOCK_PROBE)
+    run = {"selfhost_run": deployer.run_info("selfhost deploy plan.yml -i sites/lab", site="sites/lab")}
+    result = deployer.run(b, check=check, playbook="lock_probe.yml", extravars=run)
+    assert result.ok, [f.message for f in result.failed]
+    assert not (state / "lock").exists(), "released (or never taken in check mode)"
+
+    (state / "lock").mkdir(parents=True)
+    (state / "lock" / "owner.json").write_text(json.dumps({"id": "run-0", "who": "alice@ops", "since": "earlier",
+                                                           "command": "selfhost upgrade"}))
+    result = deployer.run(b, check=check, playbook="lock_probe.yml", extravars=run)
+    [failed] = result.failed
+    assert failed.message.startswith("localhost is locked by alice@ops since earlier running selfhost upgrade; "
+                                     "wait for it, or `selfhost unlock -i sites/lab --host localhost`"), failed.message
+    assert json.loads((state / "lock" / "owner.json").read_text())["id"] == "run-0", "their lock is left alone"

@@ -44,7 +44,8 @@ if mode == "take":
     answer(False, arg)
 elif mode == "check":
     theirs = owner() if os.path.isdir(lock) else None
-    answer(theirs is not None and theirs.get("id") != arg.get("id"), theirs)
+    held = theirs is not None and theirs.get("id") != arg.get("id")
+    answer(held, theirs if held else arg)  # like `take`: the owner is always a record
 elif mode == "release":
     if os.path.isdir(lock) and owner().get("id") == arg.get("id"):
         shutil.rmtree(lock)
