@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from toolkit import __version__, monitoring, pki, runbook
+from toolkit import __version__, cuda, monitoring, pki, runbook
 from toolkit.deploy_vars import DeployVars, ImageArtifact, TlsConfig
 from toolkit.errors import RenderError
 from toolkit.manifest import HashCache, manifest
@@ -116,6 +116,7 @@ def build_vars(plan: Plan, site: Site, *, weights: Path, images: dict[str, Image
         selfhost_preflight_cpu_flags=[] if gpu else ["avx2"],
         selfhost_preflight_gpu_count=tp if gpu else 0,
         selfhost_preflight_gpu_memory_gib=plan.memory.requested_gib if gpu else 0.0,
+        selfhost_preflight_driver_min=_driver_min(images["vllm"]) if gpu else None,
         selfhost_runtime_install_docker=s.selfhost_runtime_install_docker,
         selfhost_runtime_nvidia=gpu,
         selfhost_runtime_driver_package=s.selfhost_runtime_driver_package if gpu else None,
@@ -154,6 +155,11 @@ def build_vars(plan: Plan, site: Site, *, weights: Path, images: dict[str, Image
         selfhost_systemd_unit=f"selfhost-{name}.service",
         selfhost_verify_egress_probe=s.selfhost_verify_egress_probe,
     )
+
+
+def _driver_min(image: ImageArtifact) -> str | None:
+    """Lowest NVIDIA driver the engine image's CUDA runs on; None for a registry image (not readable here)."""
+    return cuda.min_driver(cuda.image_cuda(Path(image.tarball))) if image.tarball else None
 
 
 def _weights_dir(site: Site, given: Path | None) -> Path:
@@ -278,7 +284,7 @@ def _runbook_context(plan: Plan, site: Site, dv: DeployVars) -> dict:
                      "This deployment runs on the CPU: no GPU driver or CUDA is involved. The same class of "
                      "failure is an image built for CPU features the host lacks (AVX2/AVX-512)."),
             "checks": _device_checks(plan, dv),
-            **_device_failures(gpu),
+            **_device_failures(gpu, dv.selfhost_preflight_driver_min),
         },
         "tls": {"mode": tls.mode, "ca_cert": tls.ca_cert, "cert_files": cert_files,
                 "renew": ("`selfhost render` re-issues host certificates from the internal CA "
@@ -322,9 +328,11 @@ def _kv_fixes(plan: Plan) -> list[dict]:
     return rows
 
 
-def _device_failures(gpu: bool) -> dict[str, list[str]]:
+def _device_failures(gpu: bool, driver_min: str | None) -> dict[str, list[str]]:
     """Symptoms and fixes for the driver-cuda-mismatch page, by device (the template only loops)."""
     if gpu:
+        floor = (f"This deployment's image needs NVIDIA driver **{driver_min} or newer** (read from the image's "
+                 "CUDA requirement; preflight checks it on every host). " if driver_min else "")
         return {
             "symptoms": [
                 "`Error 803: system has unsupported display driver / cuda driver combination`",
@@ -336,7 +344,7 @@ def _device_failures(gpu: bool) -> dict[str, list[str]]:
                 "The server starts but reports no CUDA devices.",
             ],
             "fixes": [
-                "**Driver older than the image's CUDA**: install a newer driver branch from the site mirror (set "
+                f"**Driver older than the image's CUDA**: {floor}Install a newer driver branch from the site mirror (set "
                 "`selfhost_runtime_driver_package` in `group_vars/inference.yml`), or pin an older image.",
                 "**`Driver/library version mismatch`**: user-space libraries were upgraded under a loaded kernel "
                 "module. Reboot the host in a maintenance window, and keep the driver packages on hold "
