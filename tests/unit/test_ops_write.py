@@ -5,11 +5,13 @@ roles run on the hosts, run here against a temp dir."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from toolkit import ops
 from toolkit.deployer import DeployResult, FailedTask, HostStats
@@ -147,3 +149,29 @@ def test_rotate_script_adds_first_then_retires_the_old(tmp_path):
     assert run("retire") == {"changed": True, "keys": 1}
     assert "0" * 64 not in conf.read_text() and conf.read_text().rstrip().endswith("}")
     assert oct(conf.stat().st_mode & 0o777) == "0o600"
+
+
+def _container_task(path: Path) -> dict:
+    tasks = yaml.safe_load(path.read_text())
+    [task] = [t for t in tasks if "community.docker.docker_container" in t]
+    return task["community.docker.docker_container"]
+
+
+def test_rollback_runs_the_server_with_the_same_options_as_a_deploy():
+    """The rollback recreates the server from a release record (extra vars would override role vars, so it
+    cannot reuse selfhost_vllm with other values): both docker_container tasks must set the same options,
+    and the record must keep every value the rollback reads."""
+    roles = Path(__file__).resolve().parents[2] / "playbooks" / "roles"
+    deploy = _container_task(roles / "selfhost_vllm" / "tasks" / "main.yml")
+    rollback = _container_task(roles / "selfhost_release" / "tasks" / "rollback.yml")
+    assert set(deploy) == set(rollback)
+    fixed = {k for k, v in deploy.items() if not (isinstance(v, str) and "{{" in v)} - {"mounts", "labels", "networks",
+                                                                                      "healthcheck"}
+    assert {k: deploy[k] for k in fixed} == {k: rollback[k] for k in fixed}  # pull, restart policy, comparisons…
+    # Every mount of a deploy (weights, compile cache) is made by the rollback too.
+    targets = {re.sub(r"[{} ]|selfhost_vllm_", "", m["target"]) for m in deploy["mounts"]}
+    assert targets == {"model_mount", "cache_mount"} and all(f"_v.{t}" in str(rollback["mounts"]) for t in targets)
+    record = yaml.safe_load((roles / "selfhost_release" / "vars" / "main.yml").read_text())["_selfhost_release_record"]
+    text = (roles / "selfhost_release" / "tasks" / "rollback.yml").read_text()
+    used = set(re.findall(r"_v\.(\w+)", text)) | set(re.findall(r"_selfhost_release_target\.vllm\.(\w+)", text))
+    assert used <= set(record["vllm"]), used - set(record["vllm"])
