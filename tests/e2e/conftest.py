@@ -7,6 +7,8 @@ pre-builds them. Set SELFHOST_TEST_KEEP=1 to leave hosts running after the sessi
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from tests.e2e.infra.hosts import Sentinel, TestHost  # noqa: F401  (re-exported
 from tests.e2e.infra.images import BuiltImage  # noqa: F401
 
 HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -102,17 +105,20 @@ def e2e_plan(vllm_ref: str):
 def deployed_site(tmp_path_factory, test_hosts, sentinel, e2e_images, tiny_model) -> dict:
     """The tiny CPU plan deployed ONCE per session on both test hosts, shared by every e2e module.
 
-    Returns {site, bundle, plan, plan_file, keys, hosts, sentinel, ca, first, first_s}: the site folder (its
+    Deployed the way a user does it: `selfhost deploy plan.yml -i SITE --yes --json` on fresh hosts
+    (check-mode preview, then the run; the API keys are in the JSON, shown once).
+    Returns {site, bundle, plan, plan_file, keys, hosts, sentinel, ca, report, first_s}: the site folder (its
     group_vars name the weights, so `selfhost … plan.yml -i site` renders without --weights), the
-    render's Bundle, the Plan and its plan.yml, the API key per host (fetched once), the test hosts,
-    the sentinel, the site CA and the first deploy's DeployResult.
+    bundle (path, files, DeployVars), the Plan and its plan.yml, the API key per host, the test hosts,
+    the sentinel, the site CA, the deploy's JSON report and its wall time.
     """
+    import json
+
     import yaml
 
-    from toolkit import deployer
-    from toolkit.commands.deploy import _read_keys
-    from toolkit.render import render
-    from toolkit.site import init_site, load_site
+    from toolkit.deploy_vars import DeployVars
+    from toolkit.render import Bundle
+    from toolkit.site import init_site
 
     tmp = tmp_path_factory.mktemp("deployed")
     site = tmp / "site"
@@ -134,19 +140,31 @@ def deployed_site(tmp_path_factory, test_hosts, sentinel, e2e_images, tiny_model
     plan = e2e_plan(vllm.ref)
     plan_file = tmp / "plan.yml"
     plan.dump(plan_file)
-    bundle = render(plan, load_site(site), tmp / "bundle")
-    keys_dir = tmp / "keys"
-    keys_dir.mkdir()
+    out = tmp / "bundle"
     t0 = time.monotonic()
-    result = deployer.run(bundle.path, key_fetch_dir=keys_dir, on_event=print_changes([]))
+    res = selfhost_cli("deploy", plan_file, "-i", site, "--out", out, "--yes", "--json", cwd=tmp, timeout=2400)
     seconds = time.monotonic() - t0
-    print(f"\n[e2e] first deploy: {seconds:.0f}s, status {result.status}", flush=True)
-    assert result.ok, [f"{f.host} {f.step}: {f.task}: {f.message}" for f in result.failed]
-    keys = _read_keys(keys_dir)
-    assert set(keys) == {h.name for h in test_hosts}, "a fresh key per host, fetched once"
+    print(f"\n[e2e] first deploy (selfhost deploy --yes --json): {seconds:.0f}s, exit {res.returncode}", flush=True)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    report = json.loads(res.stdout)
+    keys = report["api_keys"]
+    assert set(keys) == {h.name for h in test_hosts}, "a fresh key per host, shown once"
+    assert report["preview"]["status"] == "successful", "the check-mode preview passes on fresh hosts"
+    for key in keys.values():
+        assert key not in res.stderr, "keys appear only in the JSON document"
+    dv = DeployVars.model_validate(yaml.safe_load((out / "env" / "extravars").read_text()))
+    bundle = Bundle(path=out, files=sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()),
+                    vars=dv)
     return {"site": site, "bundle": bundle, "plan": plan, "plan_file": plan_file, "keys": keys,
-            "hosts": test_hosts, "sentinel": sentinel, "ca": site / "pki" / "ca.crt", "first": result,
+            "hosts": test_hosts, "sentinel": sentinel, "ca": site / "pki" / "ca.crt", "report": report,
             "first_s": seconds}
+
+
+def selfhost_cli(*args, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run the CLI as a user does (a subprocess, no terminal, no colour); returns the completed process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "toolkit", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def print_changes(log: list):

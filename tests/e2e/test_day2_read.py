@@ -8,30 +8,21 @@ Numbers seen (status after chat completions) are printed; run with `-s` to see t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import ssl
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.e2e.conftest import selfhost_cli
+
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 DOCTOR_CHECKS = {"reachable", "os", "memory", "cpu_flags", "disk", "gateway_port", "server_container",
                  "gateway_container", "gateway_answers", "server_via_gateway", "certificate", "disk_free_now"}
-
-
-def _selfhost(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "toolkit", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, env=env, timeout=600)
 
 
 def _chat(site, host, max_tokens: int = 16) -> dict:
@@ -58,7 +49,7 @@ def _by_host(checks: list[dict]) -> dict[str, dict[str, dict]]:
 
 
 def test_doctor_json_all_ok(site):
-    res = _selfhost("doctor", "-i", site["site"], "--bundle", site["bundle"].path, "--json", cwd=site["cwd"])
+    res = selfhost_cli("doctor", "-i", site["site"], "--bundle", site["bundle"].path, "--json", cwd=site["cwd"])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     report = json.loads(res.stdout)
     assert set(report) == {"ok", "checks"} and report["ok"] is True
@@ -83,7 +74,7 @@ def test_status_shows_the_model_and_live_metrics(site):
     t = threading.Thread(target=load, daemon=True)
     t.start()
     try:  # PLAN form: renders into ./build/tiny like `selfhost deploy` does
-        res = _selfhost("status", "-i", site["site"], site["plan_file"], "--json", "--sample", "4", cwd=site["cwd"])
+        res = selfhost_cli("status", "-i", site["site"], site["plan_file"], "--json", "--sample", "4", cwd=site["cwd"])
     finally:
         stop.set()
         t.join(timeout=180)
@@ -117,7 +108,7 @@ def test_bench_through_the_gateway_reports_real_numbers(site):
     key_file.write_text(site["keys"][h.name] + "\n")
     key_file.chmod(0o600)
     # The test hosts' gateway port is published on a loopback port of its own, hence --url (not -i).
-    res = _selfhost("bench", "--url", f"https://127.0.0.1:{h.https_port}", "--ca", site["ca"],
+    res = selfhost_cli("bench", "--url", f"https://127.0.0.1:{h.https_port}", "--ca", site["ca"],
                     "--api-key-file", key_file, "--plan", site["plan_file"], "--concurrency", "2",
                     "--requests", "6", "--max-tokens", "16", "--duration", "120", "--json", cwd=site["cwd"])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -133,7 +124,7 @@ def test_bench_through_the_gateway_reports_real_numbers(site):
 
 
 def test_logs_tail_returns_server_lines_and_no_key(site):
-    res = _selfhost("logs", "-i", site["site"], "--bundle", site["bundle"].path, "--tail", "20", "--json",
+    res = selfhost_cli("logs", "-i", site["site"], "--bundle", site["bundle"].path, "--tail", "20", "--json",
                     cwd=site["cwd"])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = json.loads(res.stdout)
@@ -147,7 +138,7 @@ def test_logs_tail_returns_server_lines_and_no_key(site):
     print(f"\n[e2e] logs: {len(out['lines'])} lines, last: {out['lines'][-1]['text'][:120]}", flush=True)
 
     one = site["hosts"][1].name  # text form, one host, bounded --follow
-    res = _selfhost("logs", "-i", site["site"], "--bundle", site["bundle"].path, "--host", one, "--tail", "3",
+    res = selfhost_cli("logs", "-i", site["site"], "--bundle", site["bundle"].path, "--host", one, "--tail", "3",
                     "--follow", "--max-polls", "2", cwd=site["cwd"])
     assert res.returncode == 0, res.stderr[-3000:]
     assert 0 < len(res.stdout.splitlines()) <= 3 + 40 and f"{one} |" not in res.stdout
@@ -158,7 +149,7 @@ def test_doctor_exit_1_names_a_stopped_gateway(site):
     gateway = site["bundle"].vars.selfhost_gateway_container
     h.exec("docker", "stop", gateway)
     try:
-        res = _selfhost("doctor", "-i", site["site"], "--bundle", site["bundle"].path, "--host", h.name, "--json",
+        res = selfhost_cli("doctor", "-i", site["site"], "--bundle", site["bundle"].path, "--host", h.name, "--json",
                         cwd=site["cwd"])
     finally:
         h.exec("docker", "start", gateway)
@@ -185,7 +176,7 @@ def test_doctor_exit_2_when_a_host_is_unreachable(site, tmp_path):
     group = inv.get("inference") or inv["all"]["children"]["inference"]
     group["hosts"][dead]["ansible_port"] = 1  # nothing listens there
     inv_file.write_text(yaml.safe_dump(inv))
-    res = _selfhost("doctor", "-i", site["site"], "--bundle", bundle, "--json", cwd=site["cwd"])
+    res = selfhost_cli("doctor", "-i", site["site"], "--bundle", bundle, "--json", cwd=site["cwd"])
     assert res.returncode == 2, res.stdout[-3000:] + res.stderr[-3000:]
     report = json.loads(res.stdout)
     hosts = _by_host(report["checks"])
@@ -194,7 +185,7 @@ def test_doctor_exit_2_when_a_host_is_unreachable(site, tmp_path):
     alive = site["hosts"][0].name
     assert hosts[alive]["reachable"]["ok"] and all(c["ok"] for c in hosts[alive].values())
 
-    res = _selfhost("doctor", "-i", site["site"], "--bundle", site["cwd"] / "nope", "--json", cwd=site["cwd"])
+    res = selfhost_cli("doctor", "-i", site["site"], "--bundle", site["cwd"] / "nope", "--json", cwd=site["cwd"])
     assert res.returncode == 2 and json.loads(res.stdout)["error"]["message"].endswith("is not a rendered bundle "
                                                                                       "(missing project, env/extravars, "
                                                                                       "inventory/hosts.yml)")

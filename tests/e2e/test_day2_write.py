@@ -11,11 +11,8 @@ Timings (rollback, rollout) are printed; run with `-s` to see them.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import ssl
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -24,17 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import selfhost_cli
+
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 STATE = "/var/lib/selfhost/tiny"
 TIMES: dict[str, float] = {}
-
-
-def _selfhost(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "toolkit", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def _request(site, host, path: str, key: str | None, body: dict | None = None, timeout: float = 60) -> int:
@@ -121,14 +113,14 @@ def test_locked_host_refuses_a_second_deploy_with_the_holder_named(site):
              "command": "selfhost upgrade plan.yml -i prod"}
     h1.exec("python3", "-c", "import os, sys; os.makedirs(sys.argv[1]); open(sys.argv[1] + '/owner.json', 'w')"
             ".write(sys.argv[2])", f"{STATE}/lock", json.dumps(owner))  # as a run that is still going would
-    res = _selfhost("deploy", site["plan_file"], "-i", site["site"], "--yes", cwd=site["cwd"])
+    res = selfhost_cli("deploy", site["plan_file"], "-i", site["site"], "--yes", cwd=site["cwd"])
     text = " ".join((res.stdout + res.stderr).split())
     assert res.returncode == 2, text
     assert (f"{h1.name} is locked by alice@ops-box since 2026-11-01T09:00:00Z running selfhost upgrade plan.yml "
             f"-i prod; wait for it, or `selfhost unlock -i {site['site']} --host {h1.name}` if that run died") in text
     assert h1.exec("test", "-d", f"{STATE}/lock", check=False).returncode == 0, "someone else's lock is left alone"
 
-    res = _selfhost("unlock", "-i", site["site"], "--host", h1.name, cwd=site["cwd"])
+    res = selfhost_cli("unlock", "-i", site["site"], "--host", h1.name, cwd=site["cwd"])
     assert res.returncode == 0, res.stdout + res.stderr
     assert "removed the lock of alice@ops-box" in res.stdout
     assert h1.exec("test", "-e", f"{STATE}/lock", check=False).returncode != 0
@@ -149,7 +141,7 @@ def test_broken_upgrade_rolls_the_first_host_back_and_stops(site):
     h2_started = _started_at(h2, site["bundle"].vars.selfhost_vllm_container)
     t0 = time.monotonic()
     with _Loop(site, h2, site["keys"][h2.name], "/v1/chat/completions", CHAT, pause=0.5) as other:
-        res = _selfhost("upgrade", bad, "-i", site["site"], "--yes", cwd=site["cwd"])
+        res = selfhost_cli("upgrade", bad, "-i", site["site"], "--yes", cwd=site["cwd"])
     TIMES["broken upgrade + automatic rollback"] = time.monotonic() - t0
     text = " ".join((res.stdout + res.stderr).split())
     print(f"\n[e2e] broken upgrade -> rolled back in {TIMES['broken upgrade + automatic rollback']:.0f}s; "
@@ -183,7 +175,7 @@ def test_new_model_revision_rolls_out_one_host_at_a_time(site, tiny_model):
     plan2.dump(plan2_file)
 
     t0 = time.monotonic()
-    res = _selfhost("upgrade", plan2_file, "-i", site["site"], "--weights", rev2, "--yes", "--json", cwd=site["cwd"])
+    res = selfhost_cli("upgrade", plan2_file, "-i", site["site"], "--weights", rev2, "--yes", "--json", cwd=site["cwd"])
     TIMES["good upgrade (2 hosts, serial)"] = time.monotonic() - t0
     print(f"\n[e2e] new model revision rolled out in {TIMES['good upgrade (2 hosts, serial)']:.0f}s", flush=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -210,7 +202,7 @@ def test_new_model_revision_rolls_out_one_host_at_a_time(site, tiny_model):
 def test_rollback_from_what_the_host_keeps(site):
     h1, h2 = site["hosts"]
     t0 = time.monotonic()
-    res = _selfhost("rollback", "-i", site["site"], "--host", h1.name, "--yes", cwd=site["cwd"])
+    res = selfhost_cli("rollback", "-i", site["site"], "--host", h1.name, "--yes", cwd=site["cwd"])
     TIMES["rollback (1 host)"] = time.monotonic() - t0
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert _current(h1) == site["release0"][h1.name]
@@ -226,7 +218,7 @@ def test_rotate_keys_without_a_failed_request(site):
     old = dict(site["keys"])
     with _Loop(site, h1, old[h1.name], pause=0.1) as loop1, _Loop(site, h2, old[h2.name], pause=0.1) as loop2:
         time.sleep(1)
-        res = _selfhost("rotate-keys", "-i", site["site"], "--grace", "5", "--yes", "--json", cwd=site["cwd"])
+        res = selfhost_cli("rotate-keys", "-i", site["site"], "--grace", "5", "--yes", "--json", cwd=site["cwd"])
         time.sleep(2)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     new = json.loads(res.stdout)["api_keys"]
@@ -251,7 +243,7 @@ def test_rotate_keys_without_a_failed_request(site):
 # ---------------------------------------------------------------- (e) destroy, then deploy again
 
 def test_destroy_asks_and_refuses_without_a_terminal(site):
-    res = _selfhost("destroy", "-i", site["site"], cwd=site["cwd"])
+    res = selfhost_cli("destroy", "-i", site["site"], cwd=site["cwd"])
     assert res.returncode == 1
     assert "refusing to destroy without confirmation: stdin is not a terminal" in res.stdout + res.stderr
     assert "--yes" in res.stdout + res.stderr
@@ -259,7 +251,7 @@ def test_destroy_asks_and_refuses_without_a_terminal(site):
 
 def test_destroy_keeps_weights_and_keys_and_deploy_restores(site):
     v = site["bundle"].vars
-    res = _selfhost("destroy", "-i", site["site"], "--yes", cwd=site["cwd"])
+    res = selfhost_cli("destroy", "-i", site["site"], "--yes", cwd=site["cwd"])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     for h in site["hosts"]:
         names = h.exec("docker", "ps", "-a", "--format", "{{.Names}}").stdout.decode().split()
@@ -272,7 +264,7 @@ def test_destroy_keeps_weights_and_keys_and_deploy_restores(site):
         assert h.has_image(v.selfhost_images_vllm.ref), "images stay"
 
     t0 = time.monotonic()
-    res = _selfhost("deploy", site["plan_file"], "-i", site["site"], "--yes", cwd=site["cwd"])
+    res = selfhost_cli("deploy", site["plan_file"], "-i", site["site"], "--yes", cwd=site["cwd"])
     TIMES["deploy after destroy"] = time.monotonic() - t0
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     for h in site["hosts"]:
