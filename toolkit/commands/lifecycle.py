@@ -1,7 +1,8 @@
 """Mutating day-2 commands: `upgrade`, `rollback`, `rotate-keys`, `destroy`, `unlock` (one module each).
 
-They share: the confirm/--yes/--dry-run rule, the command line recorded in the host lock and the audit
-log, the live progress view, and the ops bundle for commands that take no plan.
+They and `deploy` share: the confirm/--yes/--dry-run rule, the command line recorded in the host lock and
+the audit log, the live progress view and the final summary; the day-2 ones also share the ops bundle
+for commands that take no plan.
 """
 
 from __future__ import annotations
