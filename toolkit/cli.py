@@ -21,7 +21,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from toolkit import output
+        from toolkit.commands import output
 
         output.line(f"selfhost {__version__}")
         raise typer.Exit()
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     Typer's standalone mode handles usage errors (exit 2), `typer.Exit` and Ctrl-C itself; what
     reaches us is our own error tree, or a bug.
     """
-    from toolkit import output
+    from toolkit.commands import output
 
     _register()
     try:

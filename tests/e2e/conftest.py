@@ -86,7 +86,7 @@ E2E_PLAN = Path(__file__).resolve().parents[1] / "unit" / "golden" / "cpu-tiny" 
 
 def e2e_plan(vllm_ref: str):
     """A CPU plan for the tiny model (the golden cpu-tiny plan, tightened for 2 shared cores)."""
-    from toolkit.plan import Plan
+    from toolkit.plan.model import Plan
 
     p = Plan.load(E2E_PLAN)
     return p.model_copy(update={
@@ -116,9 +116,9 @@ def deployed_site(tmp_path_factory, test_hosts, sentinel, e2e_images, tiny_model
 
     import yaml
 
-    from toolkit.deploy_vars import DeployVars
-    from toolkit.render import Bundle
-    from toolkit.site import init_site
+    from toolkit.render.deploy_vars import DeployVars
+    from toolkit.render.bundle import Bundle
+    from toolkit.render.site import init_site
 
     tmp = tmp_path_factory.mktemp("deployed")
     site = tmp / "site"

@@ -1,4 +1,4 @@
-"""The real thing: render a CPU plan for two SSH test hosts, deploy it with `toolkit.deployer`
+"""The real thing: render a CPU plan for two SSH test hosts, deploy it with `toolkit.deploy.runner`
 (the vLLM CPU image and the gateway shipped as tarballs, the tiny model with its manifest), then
 prove it works, is locked down, is idempotent and heals.
 
@@ -17,7 +17,7 @@ import pytest
 
 from tests.e2e.conftest import print_changes
 from tests.e2e.infra import hosts as infra_hosts
-from toolkit import deployer
+from toolkit.deploy import runner as deployer
 
 pytestmark = pytest.mark.e2e
 

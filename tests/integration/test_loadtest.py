@@ -1,4 +1,4 @@
-"""`toolkit.loadtest` against a real vLLM CPU server (no key, plain http), plus its bounds and the CLI."""
+"""`toolkit.operate.loadtest` against a real vLLM CPU server (no key, plain http), plus its bounds and the CLI."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from toolkit import loadtest
+from toolkit.operate import loadtest
 from toolkit.errors import ConfigError
 
 pytestmark = pytest.mark.integration

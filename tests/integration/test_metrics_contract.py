@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from tests.unit.test_render import CASES
-from toolkit import monitoring
+from toolkit.render import monitoring
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@
 
 Proves the playbooks parse, the roles' argument specs accept the renderer's variable names, and
 the read-only preflight checks run for real (OS, memory, CPU flags, disk, port) through
-`toolkit.deployer` — without Docker or SSH.
+`toolkit.deploy.runner` — without Docker or SSH.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from toolkit import deployer
+from toolkit.deploy import runner as deployer
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from toolkit.planner import PlanRequest, plan
-from toolkit.vllm_args import VLLM_VERSION
+from toolkit.plan.planner import PlanRequest, plan
+from toolkit.plan.vllm_args import VLLM_VERSION
 
 pytestmark = pytest.mark.integration
 

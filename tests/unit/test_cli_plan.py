@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from toolkit.plan import Plan
+from toolkit.plan.model import Plan
 
 FAILURES = yaml.safe_load((Path(__file__).parent / "cases" / "sizing" / "failures.yml").read_text())
 

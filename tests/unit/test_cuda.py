@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_render import CASES, HOSTS, _site, _weights
-from toolkit import cuda
+from toolkit.render import cuda
 from toolkit.errors import RenderError
-from toolkit.render import render
-from toolkit.site import load_site
+from toolkit.render.bundle import render
+from toolkit.render.site import load_site
 
 NVIDIA_ENV = ["PATH=/usr/local/nvidia/bin:/usr/bin", "CUDA_VERSION=12.8.1",
               "NVIDIA_REQUIRE_CUDA=cuda>=12.8 brand=tesla,driver>=470,driver<471 brand=unknown,driver>=535,driver<536"]

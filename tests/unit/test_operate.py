@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from toolkit import monitoring, runbook, template_ops
+from toolkit.render import monitoring
+from toolkit.render import runbook
+from toolkit.render import template_ops
 from toolkit.cli import main
 from toolkit.errors import ConfigError
-from toolkit.render import render, template_outputs
-from toolkit.site import load_site
-from toolkit.templates import list_templates, packaged_dir
+from toolkit.render.bundle import render, template_outputs
+from toolkit.render.site import load_site
+from toolkit.render.templates import list_templates, packaged_dir
 from tests.unit.test_render import CASES, HOSTS, _site, _weights
 
 NAME = "gateway/nginx.conf.j2"
@@ -174,7 +176,7 @@ def test_no_template_writes_a_machine_read_file():
 
 
 def test_bench_site_target(rendered):
-    from toolkit import loadtest
+    from toolkit.operate import loadtest
 
     _, site, _ = rendered
     s = load_site(site)

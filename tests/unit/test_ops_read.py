@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import doctor, logs, status
-from toolkit import monitoring as m
-from toolkit.deployer import DeployResult, FailedTask, HostStats
-from toolkit.readout import Readout
+from toolkit.operate import doctor
+from toolkit.operate import logs
+from toolkit.operate import status
+from toolkit.render import monitoring as m
+from toolkit.deploy.runner import DeployResult, FailedTask, HostStats
+from toolkit.deploy.readout import Readout
 
 CASES = Path(__file__).parent / "cases" / "ops"
 METRICS_1 = (CASES / "vllm-metrics-1.txt").read_text()

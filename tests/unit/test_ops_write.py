@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from toolkit import ops
-from toolkit.deployer import DeployResult, FailedTask, HostStats
+from toolkit.operate import releases as ops
+from toolkit.deploy.runner import DeployResult, FailedTask, HostStats
 from toolkit.errors import ConfigError, DeployError, LockedError
 
 ROOT = Path(__file__).resolve().parents[2]

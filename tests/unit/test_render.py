@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from toolkit import pki
+from toolkit.render import pki
 from toolkit.errors import ConfigError, RenderError
-from toolkit.plan import Plan
-from toolkit.render import render
-from toolkit.site import init_site, load_site
-from toolkit.templates import Templates, list_templates, packaged_dir
+from toolkit.plan.model import Plan
+from toolkit.render.bundle import render
+from toolkit.render.site import init_site, load_site
+from toolkit.render.templates import Templates, list_templates, packaged_dir
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = bool(os.environ.get("UPDATE_GOLDEN"))
@@ -225,7 +225,7 @@ def test_templates_hold_no_decisions():
 
 
 def test_every_packaged_template_is_used_by_some_device():
-    from toolkit.render import template_outputs
+    from toolkit.render.bundle import template_outputs
     used = set(template_outputs("gpu").values()) | set(template_outputs("cpu").values())
     assert used == set(list_templates())
 
@@ -273,7 +273,7 @@ def test_fresh_example_site_asks_for_a_host(tmp):
 
 def test_example_group_vars_document_every_setting():
     from toolkit.resources import data_dir
-    from toolkit.site import SiteSettings
+    from toolkit.render.site import SiteSettings
     text = (data_dir("inventories") / "example" / "group_vars" / "inference.yml").read_text()
     missing = [name for name in SiteSettings.model_fields if f"# {name}:" not in text]
     assert not missing
@@ -366,7 +366,7 @@ def test_render_replaces_an_existing_bundle_atomically(tmp, monkeypatch):
     (out / "stale-file").write_text("from an older render\n")
     before = (out / "env/extravars").read_text()
 
-    import toolkit.render as r
+    import toolkit.render.bundle as r
     real = r._write
     def failing(path, text):
         if path.name == "RUNBOOK.md":

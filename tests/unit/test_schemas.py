@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.schemas import render_schemas
+from toolkit.plan.schemas import render_schemas
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "schema"
 
@@ -22,10 +22,13 @@ def test_schema_is_current(name, text):
 
 def test_every_field_is_documented():
     """Rule 6: each field carries a docstring (pydantic exposes it as the schema description)."""
-    from toolkit import deploy_vars, plan, report, spec, vllm_args
+    from toolkit.catalog import spec
+    from toolkit.plan import model, report, vllm_args
+    from toolkit.render import deploy_vars
+    from toolkit.sizing import results
 
     missing = []
-    for module in (plan, report, spec, vllm_args, deploy_vars):
+    for module in (model, report, spec, vllm_args, deploy_vars, results):
         for obj in vars(module).values():
             if isinstance(obj, type) and hasattr(obj, "model_fields") and obj.__module__ == module.__name__:
                 for field_name, info in obj.model_fields.items():

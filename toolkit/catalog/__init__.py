@@ -1,7 +1,7 @@
 """The built-in catalog: models, licences, GPUs, quantizations and API prices, plus name lookups.
 
 Data files ship inside the package and are read with importlib.resources, so a non-editable install
-works from any directory. Everything is loaded once (lru_cache) and validated against toolkit.spec;
+works from any directory. Everything is loaded once (lru_cache) and validated against toolkit.catalog.spec;
 a bad built-in entry is a ConfigError naming the file and entry, never a traceback.
 """
 
@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from toolkit.errors import CatalogError, ConfigError
-from toolkit.spec import ApiPriceList, GpuSpec, LicenseSpec, ModelSpec, QuantSpec, Strict
+from toolkit.catalog.spec import ApiPriceList, GpuSpec, LicenseSpec, ModelSpec, QuantSpec, Strict
 
 UNKNOWN_LICENSE = LicenseSpec(
     id="unknown",
@@ -70,7 +70,7 @@ def _validate(cls: type[Strict], entries: list[dict], name: str, label: str) -> 
         try:
             out.append(cls.model_validate(entry))
         except ValidationError as exc:
-            from toolkit.plan import validation_error
+            from toolkit.catalog.spec import validation_error
 
             raise validation_error(exc, cls, f"catalog/{name}[{i}] ({entry.get(label, '?')})") from None
     return out
@@ -158,7 +158,7 @@ def api_prices(path: Path | None = None) -> ApiPriceList:
     try:
         prices = ApiPriceList.model_validate(data)
     except ValidationError as exc:
-        from toolkit.plan import validation_error
+        from toolkit.catalog.spec import validation_error
 
         raise validation_error(exc, ApiPriceList, source) from None
     keys = [f"{p.provider}/{p.model}" for p in prices.prices]

@@ -15,7 +15,7 @@ from typing import Any
 from toolkit import catalog
 from toolkit.catalog.resolve import ResolvedModel, find_by_name
 from toolkit.errors import CatalogError
-from toolkit.spec import MLASpec, ModelSpec, MoESpec, Openness, QuantSpec
+from toolkit.catalog.spec import MLASpec, ModelSpec, MoESpec, Openness, QuantSpec
 
 # config.json model_type values whose attention/MLP layout the sizing formulas cover.
 SUPPORTED_MODEL_TYPES = (

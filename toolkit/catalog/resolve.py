@@ -13,7 +13,7 @@ from typing import Literal
 
 from toolkit import catalog
 from toolkit.errors import CatalogError
-from toolkit.spec import ModelSpec, QuantSpec, Strict
+from toolkit.catalog.spec import ModelSpec, QuantSpec, Strict
 
 
 class ResolvedModel(Strict):

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from toolkit.options import JsonOpt
+from toolkit.commands.options import JsonOpt
 
 EXAMPLES = [
     "selfhost bench -i sites/prod --api-key-file ~/.selfhost/key --plan plan.yml",
@@ -33,7 +33,8 @@ def bench(
     json: JsonOpt = False,
 ) -> None:
     """Measure requests/s, tokens/s, time to first token and inter-token latency (stops at --requests or --duration)."""
-    from toolkit import loadtest, output
+    from toolkit.commands import output
+    from toolkit.operate import loadtest
     from toolkit.errors import ConfigError
 
     if (inventory is None) == (url is None):
@@ -41,7 +42,7 @@ def bench(
     key = loadtest.read_key(api_key_file) or os.environ.get("SELFHOST_API_KEY") or None
     prediction = None
     if plan is not None:
-        from toolkit.plan import Plan
+        from toolkit.plan.model import Plan
 
         p = Plan.load(plan)
         perf = p.performance
@@ -51,7 +52,7 @@ def bench(
                                          at_concurrency=perf.at_concurrency)
         model = model or p.vllm.served_model_name
     if inventory is not None:
-        from toolkit.site import load_site
+        from toolkit.render.site import load_site
 
         target = loadtest.site_target(load_site(inventory), host, api_key=key, model=model,
                                       ca_file=str(ca) if ca else None)
@@ -74,7 +75,7 @@ def _fmt(x, unit: str = "") -> str:
 
 
 def _show(r) -> None:
-    from toolkit import output
+    from toolkit.commands import output
 
     p = r.predicted
     rows = [

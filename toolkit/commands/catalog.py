@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from toolkit.options import JsonOpt
+from toolkit.commands.options import JsonOpt
 
 FamilyOpt = Annotated[
     Optional[str], typer.Option("--family", "-f", help="Only this model family (e.g. qwen3, llama3.1).")
@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
 
 
 def models_cmd(json_out: JsonOpt = False, family: FamilyOpt = None) -> None:
-    from toolkit import catalog, output
+    from toolkit import catalog
+    from toolkit.commands import output
     from toolkit.errors import CatalogError
 
     specs = catalog.models()
@@ -52,7 +53,8 @@ def models_cmd(json_out: JsonOpt = False, family: FamilyOpt = None) -> None:
 
 
 def gpus_cmd(json_out: JsonOpt = False) -> None:
-    from toolkit import catalog, output
+    from toolkit import catalog
+    from toolkit.commands import output
 
     specs = catalog.gpus()
     if json_out:

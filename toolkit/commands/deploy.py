@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from toolkit.commands.lifecycle import command_line, confirm, dry_run_done, finish, run
-from toolkit.options import DryRunOpt, InventoryOpt, JsonOpt, PlanArg, YesOpt
+from toolkit.commands.options import DryRunOpt, InventoryOpt, JsonOpt, PlanArg, YesOpt
 
 EXAMPLES = [
     "selfhost deploy plan.yml -i sites/prod",
@@ -35,10 +35,11 @@ def deploy(plan: PlanArg, inventory: InventoryOpt, check: CheckOpt = False, limi
            yes: YesOpt = False, dry_run: DryRunOpt = False, json: JsonOpt = False,
            weights: WeightsOpt = None, out: OutOpt = None) -> None:
     """Render PLAN for SITE, preview the changes (Ansible check mode), ask, then deploy with live progress."""
-    from toolkit import deployer, output
-    from toolkit.plan import Plan
-    from toolkit.render import render
-    from toolkit.site import load_site
+    from toolkit.commands import output
+    from toolkit.deploy import runner
+    from toolkit.plan.model import Plan
+    from toolkit.render.bundle import render
+    from toolkit.render.site import load_site
 
     the_plan = Plan.load(plan)
     site = load_site(inventory)
@@ -47,15 +48,15 @@ def deploy(plan: PlanArg, inventory: InventoryOpt, check: CheckOpt = False, limi
     report: dict = {"bundle": str(bundle.path)}
 
     if check:  # read-only health check of what is deployed
-        result = run(deployer, output, bundle.path, hosts, json, title="check", steps=deployer.STEPS, check=True,
+        result = run(runner, output, bundle.path, hosts, json, title="check", steps=runner.STEPS, check=True,
                      limit=limit, playbook="check.yml")
         finish(output, json, report | {"check": result.to_dict()}, result)
         return
 
-    from toolkit import ops
+    from toolkit.operate import releases
 
-    run_rec = deployer.run_info(command_line(), site=str(inventory))  # host lock owner + audit
-    preview = deployer.run(bundle.path, check=True, limit=limit, extravars={"selfhost_run": run_rec})
+    run_rec = runner.run_info(command_line(), site=str(inventory))  # host lock owner + audit
+    preview = runner.run(bundle.path, check=True, limit=limit, extravars={"selfhost_run": run_rec})
     report["preview"] = preview.to_dict()
     if not json:
         output.deploy_preview(preview.changed_tasks, list(preview.hosts) or hosts)
@@ -68,12 +69,12 @@ def deploy(plan: PlanArg, inventory: InventoryOpt, check: CheckOpt = False, limi
 
     key_dir = Path(tempfile.mkdtemp(prefix="selfhost-keys-"))
     try:
-        result = run(deployer, output, bundle.path, hosts, json, title="deploy", steps=deployer.STEPS, limit=limit,
+        result = run(runner, output, bundle.path, hosts, json, title="deploy", steps=runner.STEPS, limit=limit,
                      key_fetch_dir=key_dir, extravars={"selfhost_run": run_rec})
         keys = _read_keys(key_dir)
     finally:
         shutil.rmtree(key_dir, ignore_errors=True)
-    ops.append_audit(bundle.path, result, run=run_rec, plan_digest=the_plan.digest())
+    releases.append_audit(bundle.path, result, run=run_rec, plan_digest=the_plan.digest())
     report["deploy"] = result.to_dict()
     if json:
         report["api_keys"] = keys  # shown once; not written anywhere on this machine

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, dry_run_done, finish, ops_setup, run
-from toolkit.options import DryRunOpt, InventoryOpt, JsonOpt, YesOpt
+from toolkit.commands.options import DryRunOpt, InventoryOpt, JsonOpt, YesOpt
 
 EXAMPLES = [
     "selfhost destroy -i sites/prod --dry-run",
@@ -24,7 +24,9 @@ def destroy(inventory: InventoryOpt, host: HostOpt = None, name: NameOpt = None,
     Weights, images, releases and API keys stay (a later `selfhost deploy` or `rollback` brings the
     service back) unless --purge.
     """
-    from toolkit import deployer, ops, output
+    from toolkit.commands import output
+    from toolkit.deploy import runner
+    from toolkit.operate import releases as ops
 
     site, bundle, run_rec, infos, dep = ops_setup(inventory, name, host, command_line())
     hosts = list(infos)
@@ -37,7 +39,7 @@ def destroy(inventory: InventoryOpt, host: HostOpt = None, name: NameOpt = None,
         return dry_run_done(output, json, report)
     confirm(output, f"Destroy {dep} on {len(hosts)} host(s){' and PURGE its data' if purge else ''}?", yes=yes,
             what="destroy", fix="pass --yes to destroy non-interactively (review with --dry-run first)")
-    result = run(deployer, output, bundle, hosts, json, title="destroy", steps=["lock", "release"],
+    result = run(runner, output, bundle, hosts, json, title="destroy", steps=["lock", "release"],
                  playbook="destroy.yml", limit=host,
                  extravars={"selfhost_run": run_rec, "selfhost_name": dep, "selfhost_destroy_purge": purge})
     ops.append_audit(bundle, result, run=run_rec, plan_digest=None, name=dep)

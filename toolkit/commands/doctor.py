@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from toolkit.options import InventoryOpt, JsonOpt
+from toolkit.commands.options import InventoryOpt, JsonOpt
 
 EXAMPLES = [
     "selfhost doctor -i sites/prod plan.yml",
@@ -28,12 +28,14 @@ HostOpt = Annotated[Optional[str], typer.Option("--host", help="Only this invent
 def doctor(inventory: InventoryOpt, plan: PlanOptArg = None, bundle: BundleOpt = None, host: HostOpt = None,
            json: JsonOpt = False) -> None:
     """Check the hosts (OS, memory, disk, port, GPUs) and the deployment (containers, gateway, certificate); change nothing."""
-    from toolkit import bundle_ref, doctor as doc, output
+    from toolkit.commands import output
+    from toolkit.deploy import locate
+    from toolkit.operate import doctor as doc
     from toolkit.errors import SelfhostError
 
     try:
-        ref = bundle_ref.resolve(inventory, plan, bundle)
-        report = doc.run(ref.path, ref.hosts, limit=bundle_ref.limit_for(ref, host))
+        ref = locate.resolve(inventory, plan, bundle)
+        report = doc.run(ref.path, ref.hosts, limit=locate.limit_for(ref, host))
     except SelfhostError as exc:
         err = doc.DoctorCouldNotRun(exc.message, fix=exc.fix, hint=exc.hint)
         if json:

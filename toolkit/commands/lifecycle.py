@@ -24,7 +24,7 @@ def command_line() -> str:
 
 def confirm(output, question: str, *, yes: bool, fix: str, what: str) -> None:
     """Ask (or refuse without a terminal) unless --yes; a 'no' ends the command with exit 1, nothing changed."""
-    from toolkit import ops
+    from toolkit.operate import releases as ops
 
     if yes:
         return
@@ -38,9 +38,9 @@ def confirm(output, question: str, *, yes: bool, fix: str, what: str) -> None:
 def run(deployer, output, bundle: Path, hosts: list[str], json: bool, *, title: str, steps: list[str], **kw):
     """One playbook run, with the live host x step grid on a terminal."""
     if json or not sys.stdout.isatty():
-        return deployer.run(bundle, **kw)
+        return runner.run(bundle, **kw)
     with output.DeployProgress(hosts, steps, title=title) as view:
-        return deployer.run(bundle, on_event=view.update, **kw)
+        return runner.run(bundle, on_event=view.update, **kw)
 
 
 def dry_run_done(output, json: bool, report: dict, where: str = "") -> None:
@@ -62,12 +62,13 @@ def finish(output, json: bool, report: dict, result) -> None:
 
 def ops_setup(inventory: Path, name: Optional[str], host: Optional[str], command: str):
     """Site, ops bundle, run record, the hosts' releases and the deployment name, for plan-less commands."""
-    from toolkit import deployer, ops
-    from toolkit.site import load_site
+    from toolkit.deploy import runner
+    from toolkit.operate import releases as ops
+    from toolkit.render.site import load_site
 
     site = load_site(inventory)
     bundle = ops.ops_bundle(site, Path("build") / f"ops-{site.path.absolute().name}")
-    run_rec = deployer.run_info(command, site=str(inventory))
+    run_rec = runner.run_info(command, site=str(inventory))
     infos = ops.read_releases(bundle, run=run_rec, name=name, limit=host)
     resolved = ops.resolve_name(infos, name)
     return site, bundle, run_rec, infos, resolved

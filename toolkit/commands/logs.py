@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from toolkit.commands.doctor import BundleOpt, HostOpt, PlanOptArg
-from toolkit.options import InventoryOpt, JsonOpt
+from toolkit.commands.options import InventoryOpt, JsonOpt
 
 EXAMPLES = [
     "selfhost logs -i sites/prod plan.yml --tail 50",
@@ -32,13 +32,15 @@ def logs(inventory: InventoryOpt, plan: PlanOptArg = None, bundle: BundleOpt = N
          service: ServiceOpt = "vllm", since: SinceOpt = None, tail: TailOpt = 100, follow: FollowOpt = False,
          timestamps: TimestampsOpt = False, max_polls: PollsOpt = None, json: JsonOpt = False) -> None:
     """Print the last lines of the server (or gateway) log of every host, or of --host; --follow keeps polling."""
-    from toolkit import bundle_ref, logs as lg, output
+    from toolkit.commands import output
+    from toolkit.deploy import locate
+    from toolkit.operate import logs as lg
     from toolkit.errors import ConfigError
 
     if service not in lg.SERVICES:
         raise ConfigError(f"--service {service}: expected one of {', '.join(lg.SERVICES)}")
-    ref = bundle_ref.resolve(inventory, plan, bundle)
-    limit = bundle_ref.limit_for(ref, host)
+    ref = locate.resolve(inventory, plan, bundle)
+    limit = locate.limit_for(ref, host)
     show_host = limit is None and len(ref.hosts) > 1
     if not follow:
         lines, errors = lg.fetch(ref.path, ref.hosts, service=service, since=since, tail=tail, limit=limit)

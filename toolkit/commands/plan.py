@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from toolkit.options import JsonOpt
+from toolkit.commands.options import JsonOpt
 
 EXAMPLES = [
     "selfhost plan llama-3.1-70b --context 32768 --concurrency 50",
@@ -58,10 +58,11 @@ def plan(
     Without --tp, searches GPU type × count × TP/PP × quantization and ranks what fits.
     With --tp (and --gpu or --gpu-memory-gib), evaluates exactly that layout; exit code 1 when it does not fit.
     """
-    from toolkit import output, planner
+    from toolkit.commands import output
+    from toolkit.plan import planner
     from toolkit.errors import PlanError
-    from toolkit.explain import explain as explain_rows
-    from toolkit.report import plan_report
+    from toolkit.plan.explain import explain as explain_rows
+    from toolkit.plan.report import plan_report
 
     if kv_cache_dtype not in ("auto", "fp8", "fp8_e4m3", "fp8_e5m2"):
         raise PlanError(f"--kv-cache-dtype must be auto, fp8, fp8_e4m3 or fp8_e5m2 (got {kv_cache_dtype})")

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from toolkit.options import InventoryOpt, JsonOpt, PlanArg
+from toolkit.commands.options import InventoryOpt, JsonOpt, PlanArg
 
 EXAMPLES = [
     "selfhost render plan.yml -i sites/prod",
@@ -21,10 +21,10 @@ WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="Model fol
 def render(plan: PlanArg, inventory: InventoryOpt, out: OutOpt = None, weights: WeightsOpt = None,
            json: JsonOpt = False) -> None:
     """Render PLAN for the hosts of SITE into a bundle folder (nothing is contacted)."""
-    from toolkit import output
-    from toolkit.plan import Plan
-    from toolkit.render import render as do_render
-    from toolkit.site import load_site
+    from toolkit.commands import output
+    from toolkit.plan.model import Plan
+    from toolkit.render.bundle import render as do_render
+    from toolkit.render.site import load_site
 
     the_plan = Plan.load(plan)
     bundle = do_render(the_plan, load_site(inventory), out or Path("build") / the_plan.name, weights_source=weights)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, dry_run_done, finish, ops_setup, run
-from toolkit.options import DryRunOpt, InventoryOpt, JsonOpt, YesOpt
+from toolkit.commands.options import DryRunOpt, InventoryOpt, JsonOpt, YesOpt
 
 EXAMPLES = [
     "selfhost rollback -i sites/prod --dry-run",
@@ -23,7 +23,9 @@ def rollback(inventory: InventoryOpt, host: HostOpt = None, to: ToOpt = None, na
 
     Uses only what each host keeps (image, weights, exact argv/env); every host is verified.
     """
-    from toolkit import deployer, ops, output
+    from toolkit.commands import output
+    from toolkit.deploy import runner
+    from toolkit.operate import releases as ops
 
     site, bundle, run_rec, infos, dep = ops_setup(inventory, name, host, command_line())
     rows, report = [], {"deployment": dep, "hosts": {}}
@@ -46,7 +48,7 @@ def rollback(inventory: InventoryOpt, host: HostOpt = None, to: ToOpt = None, na
     confirm(output, f"Roll {dep} back on {len(rows)} host(s), one at a time?", yes=yes, what="roll back",
             fix="pass --yes to roll back non-interactively (review with --dry-run first)")
     extra = {"selfhost_run": run_rec, "selfhost_name": dep, "selfhost_rollback_to": to or ""}
-    result = run(deployer, output, bundle, list(infos), json, title="rollback (one host at a time)",
+    result = run(runner, output, bundle, list(infos), json, title="rollback (one host at a time)",
                  steps=["lock", "release", "verify"], playbook="rollback.yml", limit=host, extravars=extra)
     ops.append_audit(bundle, result, run=run_rec, plan_digest=None, name=dep)
     finish(output, json, report | {"rollback": result.to_dict()}, result)

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, dry_run_done, finish, ops_setup, run
-from toolkit.options import DryRunOpt, InventoryOpt, JsonOpt, YesOpt
+from toolkit.commands.options import DryRunOpt, InventoryOpt, JsonOpt, YesOpt
 
 EXAMPLES = [
     "selfhost rotate-keys -i sites/prod",
@@ -29,7 +29,9 @@ def rotate_keys(inventory: InventoryOpt, host: HostOpt = None, name: NameOpt = N
     Adds a fresh key per host beside the old ones (nginx reloads gracefully: no request fails), shows
     it once, waits --grace seconds for clients to switch, then removes the old keys and reloads again.
     """
-    from toolkit import deployer, ops, output
+    from toolkit.commands import output
+    from toolkit.deploy import runner
+    from toolkit.operate import releases
 
     site, bundle, run_rec, infos, dep = ops_setup(inventory, name, host, command_line())
     hosts = list(infos)
@@ -43,25 +45,25 @@ def rotate_keys(inventory: InventoryOpt, host: HostOpt = None, name: NameOpt = N
     extra = {"selfhost_run": run_rec, "selfhost_name": dep, "selfhost_rotation_id": rotation}
     key_dir = Path(tempfile.mkdtemp(prefix="selfhost-keys-"))
     try:
-        added = run(deployer, output, bundle, hosts, json, title="rotate keys: add", steps=["lock", "gateway"],
+        added = run(runner, output, bundle, hosts, json, title="rotate keys: add", steps=["lock", "gateway"],
                     playbook="rotate_keys.yml", limit=host, key_fetch_dir=key_dir,
                     extravars={**extra, "selfhost_rotation_phase": "add"})
-        keys = ops.read_rotated_keys(key_dir, rotation)
+        keys = releases.read_rotated_keys(key_dir, rotation)
     finally:
         shutil.rmtree(key_dir, ignore_errors=True)
     report: dict = {"deployment": dep, "rotation": rotation, "add": added.to_dict()}
     if not added.ok:
-        ops.append_audit(bundle, added, run=run_rec, plan_digest=None, name=dep)
+        releases.append_audit(bundle, added, run=run_rec, plan_digest=None, name=dep)
         finish(output, json, report | {"api_keys": keys}, added)
     if not json:
         output.api_keys(keys)
         output.line(f"old keys keep working for {grace}s; switch your clients now")
     time.sleep(grace)
-    retired = run(deployer, output, bundle, hosts, json, title="rotate keys: retire old", steps=["lock", "gateway"],
+    retired = run(runner, output, bundle, hosts, json, title="rotate keys: retire old", steps=["lock", "gateway"],
                   playbook="rotate_keys.yml", limit=host, extravars={**extra, "selfhost_rotation_phase": "retire"})
     for h, s in retired.hosts.items():  # one audit line for the whole rotation
         s.changed += added.hosts.get(h, s).changed if h in added.hosts else 0
-    ops.append_audit(bundle, retired, run=run_rec, plan_digest=None, name=dep)
+    releases.append_audit(bundle, retired, run=run_rec, plan_digest=None, name=dep)
     report["retire"] = retired.to_dict()
     finish(output, json, report | {"api_keys": keys}, retired)
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from toolkit.options import JsonOpt
+from toolkit.commands.options import JsonOpt
 
 EXAMPLES = [
     "selfhost runbook -i sites/prod",
@@ -23,12 +23,12 @@ def runbook(
     json: JsonOpt = False,
 ) -> None:
     """Print the runbook page for TOPIC, with this deployment's hosts, ports, model and commands."""
-    from toolkit import output
-    from toolkit import runbook as rb
+    from toolkit.commands import output
+    from toolkit.render import runbook as rb
 
     hosts = None
     if inventory is not None and bundle is None:
-        from toolkit.site import load_site
+        from toolkit.render.site import load_site
 
         hosts = [h.name for h in load_site(inventory).hosts]
     where = rb.find_bundle(bundle, hosts)

@@ -16,8 +16,8 @@ SiteArg = Annotated[Path, typer.Argument(help="Folder to create (must not exist)
 
 def init(site: SiteArg) -> None:
     """Create SITE with a commented inventory and settings to fill in (never overwrites)."""
-    from toolkit import output
-    from toolkit.site import init_site
+    from toolkit.commands import output
+    from toolkit.render.site import init_site
 
     created = init_site(site)
     output.line(f"created {site}/")

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from toolkit.commands.doctor import BundleOpt, HostOpt, PlanOptArg
-from toolkit.options import InventoryOpt, JsonOpt
+from toolkit.commands.options import InventoryOpt, JsonOpt
 
 EXAMPLES = [
     "selfhost status -i sites/prod plan.yml",
@@ -27,10 +27,12 @@ SampleOpt = Annotated[float, typer.Option("--sample", min=0.5, max=60, help="Sec
 def status(inventory: InventoryOpt, plan: PlanOptArg = None, bundle: BundleOpt = None, host: HostOpt = None,
            sample: SampleOpt = 3.0, json: JsonOpt = False) -> None:
     """Show each host's server, model, uptime, GPUs and live load (requests, KV cache, tokens/s, errors)."""
-    from toolkit import bundle_ref, output, status as st
+    from toolkit.commands import output
+    from toolkit.deploy import locate
+    from toolkit.operate import status as st
 
-    ref = bundle_ref.resolve(inventory, plan, bundle)
-    statuses = st.run(ref.path, ref.hosts, limit=bundle_ref.limit_for(ref, host), sample_s=sample)
+    ref = locate.resolve(inventory, plan, bundle)
+    statuses = st.run(ref.path, ref.hosts, limit=locate.limit_for(ref, host), sample_s=sample)
     ok = all(s.ok for s in statuses)
     if json:
         output.as_json({"ok": ok, "hosts": [s.to_dict() for s in statuses]})

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from toolkit.options import InventoryOpt, JsonOpt
+from toolkit.commands.options import InventoryOpt, JsonOpt
 
 EXAMPLES = [
     "selfhost templates list -i sites/prod",
@@ -25,7 +25,7 @@ app = typer.Typer(help="List, eject and track the Jinja templates a bundle is re
 
 def _tdir(site: Path) -> Path:
     """SITE/templates of a real site folder (load_site validates it: no templates land in a typo'd path)."""
-    from toolkit.site import load_site
+    from toolkit.render.site import load_site
 
     return load_site(site).templates_dir
 
@@ -33,8 +33,8 @@ def _tdir(site: Path) -> Path:
 @app.command("list")
 def list_(inventory: OptionalSite = None, json: JsonOpt = False) -> None:
     """Every packaged template, and whether SITE overrides it."""
-    from toolkit import output
-    from toolkit.template_ops import status
+    from toolkit.commands import output
+    from toolkit.render.template_ops import status
 
     rows = status(_tdir(inventory) if inventory else None)
     if json:
@@ -48,8 +48,8 @@ def list_(inventory: OptionalSite = None, json: JsonOpt = False) -> None:
 @app.command("eject")
 def eject(name: NameArg, inventory: InventoryOpt) -> None:
     """Copy a packaged template into SITE/templates/ to edit it (never overwrites)."""
-    from toolkit import output
-    from toolkit.template_ops import eject as do_eject
+    from toolkit.commands import output
+    from toolkit.render.template_ops import eject as do_eject
 
     dest = do_eject(_tdir(inventory), name)
     output.line(f"ejected {name} → {dest}")
@@ -59,8 +59,8 @@ def eject(name: NameArg, inventory: InventoryOpt) -> None:
 @app.command("diff")
 def diff(inventory: InventoryOpt, json: JsonOpt = False) -> None:
     """How each ejected template changed upstream since it was ejected, and whether you edited it."""
-    from toolkit import output
-    from toolkit.template_ops import diff as do_diff
+    from toolkit.commands import output
+    from toolkit.render.template_ops import diff as do_diff
 
     rows = do_diff(_tdir(inventory))
     if json:
@@ -81,8 +81,8 @@ def diff(inventory: InventoryOpt, json: JsonOpt = False) -> None:
 @app.command("accept")
 def accept(name: NameArg, inventory: InventoryOpt) -> None:
     """After merging upstream changes into your copy by hand, make today's packaged template the baseline."""
-    from toolkit import output
-    from toolkit.template_ops import accept as do_accept
+    from toolkit.commands import output
+    from toolkit.render.template_ops import accept as do_accept
 
     digest = do_accept(_tdir(inventory), name)
     output.line(f"{name}: baseline is now the packaged template {digest[:12]}")

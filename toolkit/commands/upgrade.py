@@ -10,7 +10,7 @@ import typer
 
 from toolkit.commands.deploy import WeightsOpt
 from toolkit.commands.lifecycle import command_line, confirm, dry_run_done, run
-from toolkit.options import DryRunOpt, InventoryOpt, JsonOpt, PlanArg, YesOpt
+from toolkit.commands.options import DryRunOpt, InventoryOpt, JsonOpt, PlanArg, YesOpt
 
 EXAMPLES = [
     "selfhost upgrade plan.yml -i sites/prod --dry-run",
@@ -27,20 +27,22 @@ def upgrade(plan: PlanArg, inventory: InventoryOpt, yes: YesOpt = False, dry_run
     each host must pass verify before the next starts; a host that fails goes back to its previous
     release and the rollout stops there (exit 2).
     """
-    from toolkit import deployer, ops, output
+    from toolkit.commands import output
+    from toolkit.deploy import runner as deployer
+    from toolkit.operate import releases
     from toolkit.errors import DeployError
-    from toolkit.plan import Plan
-    from toolkit.render import render
-    from toolkit.site import load_site
+    from toolkit.plan.model import Plan
+    from toolkit.render.bundle import render
+    from toolkit.render.site import load_site
 
     the_plan = Plan.load(plan)
     site = load_site(inventory)
     bundle = render(the_plan, site, Path("build") / the_plan.name, weights_source=weights)
     run_rec = deployer.run_info(command_line(), site=str(inventory))
-    infos = ops.read_releases(bundle.path, run=run_rec, name=the_plan.name)
-    new = ops.expected_release(bundle.vars)
+    infos = releases.read_releases(bundle.path, run=run_rec, name=the_plan.name)
+    new = releases.expected_release(bundle.vars)
     hosts = [h.name for h in site.hosts]
-    diffs = {h: ops.release_diff((infos.get(h, {}).get(the_plan.name) or {}).get("current"), new) for h in hosts}
+    diffs = {h: releases.release_diff((infos.get(h, {}).get(the_plan.name) or {}).get("current"), new) for h in hosts}
     report: dict = {"bundle": str(bundle.path), "plan_digest": new["plan_digest"],
                     "diff": {h: [c.__dict__ for c in d] for h, d in diffs.items()}}
     if not json:
@@ -54,13 +56,13 @@ def upgrade(plan: PlanArg, inventory: InventoryOpt, yes: YesOpt = False, dry_run
     try:
         result = run(deployer, output, bundle.path, hosts, json, title="upgrade (one host at a time)",
                      steps=["lock", *deployer.STEPS, "release"], key_fetch_dir=key_dir,
-                     extravars={"selfhost_run": run_rec, **ops.ROLLOUT_VARS})
+                     extravars={"selfhost_run": run_rec, **releases.ROLLOUT_VARS})
         from toolkit.commands.deploy import _read_keys
 
         keys = _read_keys(key_dir)
     finally:
         shutil.rmtree(key_dir, ignore_errors=True)
-    audit = ops.append_audit(bundle.path, result, run=run_rec, plan_digest=new["plan_digest"])
+    audit = releases.append_audit(bundle.path, result, run=run_rec, plan_digest=new["plan_digest"])
     report["upgrade"] = result.to_dict()
     report["audit_ok"] = audit.ok if audit else None
     if json:
@@ -72,7 +74,7 @@ def upgrade(plan: PlanArg, inventory: InventoryOpt, yes: YesOpt = False, dry_run
         if audit is not None and not audit.ok:
             output.warn("the audit line could not be appended on every host: " + "; ".join(
                 f"{f.host}: {f.message}" for f in audit.failed))
-    stop = ops.stop_message(result)
+    stop = releases.stop_message(result)
     if stop and not any(f.step == "lock" for f in result.failed):
         raise DeployError(f"upgrade stopped: {stop}",
                           fix="fix what the message names (flags the new vLLM rejects, a model that does not fit), "

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from toolkit.sizing.kv import cdiv
-from toolkit.spec import ModelSpec
+from toolkit.catalog.spec import ModelSpec
 
 GIB = 1024**3
 

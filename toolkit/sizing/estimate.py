@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from toolkit.plan import Capacity, Explanation, MemoryBreakdown
+from toolkit.sizing.results import Capacity, Explanation, MemoryBreakdown
 from toolkit.sizing import engine, kv
 from toolkit.sizing.engine import GIB, EngineProfile
 from toolkit.sizing.weights import WeightBytes, per_rank_bytes, weight_bytes
-from toolkit.spec import GpuSpec, ModelSpec, QuantSpec
+from toolkit.catalog.spec import GpuSpec, ModelSpec, QuantSpec
 
 CPU_RUNTIME_OVERHEAD_GIB = 2.0  # Python, torch and oneDNN workspaces on a CPU server
 

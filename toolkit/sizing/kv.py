@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from toolkit.spec import ModelSpec
+from toolkit.catalog.spec import ModelSpec
 
 
 def cdiv(a: int, b: int) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from toolkit.spec import ModelSpec
+from toolkit.catalog.spec import ModelSpec
 
 
 @dataclass(frozen=True)

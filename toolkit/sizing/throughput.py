@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from toolkit.sizing.params import param_breakdown
 from toolkit.sizing.weights import WeightBytes
-from toolkit.spec import GpuSpec, ModelSpec
+from toolkit.catalog.spec import GpuSpec, ModelSpec
 
 # Assumed efficiencies (overridable; printed with every estimate).
 BANDWIDTH_EFFICIENCY = 0.70  # vLLM with CUDA graphs on data-center GPUs measures ≈0.6–0.8

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from toolkit.sizing.params import ParamBreakdown, param_breakdown
-from toolkit.spec import ModelSpec, QuantSpec
+from toolkit.catalog.spec import ModelSpec, QuantSpec
 
 MODEL_DTYPE_BYTES = 2  # vLLM runs bf16/fp16; fp32 checkpoints are cast down with dtype=auto
 VOCAB_PAD = 64  # VocabParallelEmbedding pads each rank's rows to a multiple of 64

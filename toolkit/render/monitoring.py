@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from toolkit.plan import Plan
+from toolkit.plan.model import Plan
 
 Source = Literal["vllm", "prometheus", "blackbox"]
 

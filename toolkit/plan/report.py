@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from toolkit.plan import Capacity, Cost, Explanation, LicenseVerdict, MemoryBreakdown, Performance, Plan
-from toolkit.spec import Strict
+from toolkit.plan.model import Cost, LicenseVerdict, Performance, Plan
+from toolkit.sizing.results import Capacity, Explanation, MemoryBreakdown
+from toolkit.catalog.spec import Strict
 
 
 class Layout(Strict):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from toolkit.plan import Cost
-from toolkit.spec import ApiPrice, GpuSpec
+from toolkit.plan.model import Cost
+from toolkit.catalog.spec import ApiPrice, GpuSpec
 
 HOURS_PER_MONTH = 730
 

@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit import deployer
-from toolkit.deploy_vars import DeployVars
+from toolkit.deploy import runner
+from toolkit.render.deploy_vars import DeployVars
 from toolkit.errors import ConfigError
-from toolkit.site import Site
+from toolkit.render.site import Site
 
 ROLLOUT_VARS = {  # `selfhost upgrade`: one host at a time, stop at the first failure, roll it back
     "selfhost_rollout_serial": 1,
@@ -148,7 +148,7 @@ def audit_record(*, run: dict, host: str, status: str, changed: int, plan_digest
             "deployment": name, "plan_digest": plan_digest, "host": host, "result": status, "changed": changed}
 
 
-def host_status(result: deployer.DeployResult, host: str) -> str:
+def host_status(result: runner.DeployResult, host: str) -> str:
     failed = [f for f in result.failed if f.host == host]
     if any(f.step == "lock" for f in failed):
         return "refused: locked"
@@ -161,27 +161,27 @@ def host_status(result: deployer.DeployResult, host: str) -> str:
     return "ok"
 
 
-def audit_records(result: deployer.DeployResult, *, run: dict, plan_digest: str | None,
+def audit_records(result: runner.DeployResult, *, run: dict, plan_digest: str | None,
                   name: str | None = None) -> dict[str, dict]:
     return {h: audit_record(run=run, host=h, status=host_status(result, h), changed=s.changed,
                             plan_digest=plan_digest, name=name) for h, s in result.hosts.items()}
 
 
-def append_audit(bundle: Path, result: deployer.DeployResult, *, run: dict, plan_digest: str | None,
-                 name: str | None = None) -> deployer.DeployResult | None:
+def append_audit(bundle: Path, result: runner.DeployResult, *, run: dict, plan_digest: str | None,
+                 name: str | None = None) -> runner.DeployResult | None:
     """Append the run's audit line on every host it reached (audit.yml); a failure here is reported, not raised."""
     if result.check or not result.hosts:
         return None
     records = audit_records(result, run=run, plan_digest=plan_digest, name=name)
     extra = {"selfhost_audit_records": records, "selfhost_run": run, **({"selfhost_name": name} if name else {})}
-    return deployer.run(bundle, playbook="audit.yml", limit=",".join(records), extravars=extra)
+    return runner.run(bundle, playbook="audit.yml", limit=",".join(records), extravars=extra)
 
 
 # ---------------------------------------------------------------- bundles and reads
 
 def ops_bundle(site: Site, out: Path) -> Path:
     """A bundle with no plan: the packaged playbooks, the site inventory and site-level vars only."""
-    from toolkit import render as r
+    from toolkit.render import bundle as r
 
     r._refuse_secrets(site)
     s = site.settings
@@ -202,7 +202,7 @@ def read_releases(bundle: Path, *, run: dict, name: str | None = None, limit: st
     tmp = Path(tempfile.mkdtemp(prefix="selfhost-releases-"))
     try:
         extra = {"selfhost_info_dir": str(tmp), "selfhost_run": run, **({"selfhost_name": name} if name else {})}
-        result = deployer.run(bundle, playbook="releases.yml", limit=limit, extravars=extra)
+        result = runner.run(bundle, playbook="releases.yml", limit=limit, extravars=extra)
         if not result.ok:
             result.raise_for_status()
         return {f.stem: json.loads(f.read_text() or "{}") for f in sorted(tmp.glob("*.json"))}
@@ -210,7 +210,7 @@ def read_releases(bundle: Path, *, run: dict, name: str | None = None, limit: st
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def stop_message(result: deployer.DeployResult) -> str | None:
+def stop_message(result: runner.DeployResult) -> str | None:
     """The rollout's own account of where it stopped and whether the host was rolled back."""
     stop = next((f for f in result.failed if f.task == STOP_TASK), None)
     return stop.message if stop else None

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from toolkit.errors import ConfigError
-from toolkit.site import GROUP, Site, load_site
+from toolkit.render.site import GROUP, Site, load_site
 
 BUILD_DIR = Path("build")
 
@@ -42,8 +42,8 @@ def resolve(site_dir: Path, plan: Path | None, bundle: Path | None) -> BundleRef
         path = Path(bundle)
         check_bundle(path)
     else:
-        from toolkit.plan import Plan
-        from toolkit.render import render
+        from toolkit.plan.model import Plan
+        from toolkit.render.bundle import render
 
         the_plan = Plan.load(plan)
         path = render(the_plan, site, default_bundle_dir(the_plan.name)).path

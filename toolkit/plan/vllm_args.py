@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from toolkit.spec import Strict
+from toolkit.catalog.spec import Strict
 
 # The vLLM release whose defaults the sizing engine models and whose image the deploy runs.
 VLLM_VERSION = "0.32.0"

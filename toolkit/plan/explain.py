@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from toolkit.plan import Explanation
+from toolkit.sizing.results import Explanation
 from toolkit.sizing import engine, kv, throughput
 from toolkit.sizing.params import param_breakdown
 

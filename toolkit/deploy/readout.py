@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit import deployer
+from toolkit.deploy import runner as deployer
 
 UNDEFINED = "VARIABLE IS NOT DEFINED!"  # what ansible.builtin.debug reports for a missing var
 

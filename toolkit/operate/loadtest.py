@@ -335,7 +335,7 @@ def read_key(path: Path | None) -> str | None:
 
 def site_target(site, host: str | None, *, api_key: str | None, model: str | None = None,
                 ca_file: str | None = None) -> Target:
-    """The gateway of one inference host of `site` (a `toolkit.site.Site`): URL, CA and key."""
+    """The gateway of one inference host of `site` (a `toolkit.render.site.Site`): URL, CA and key."""
     names = [h.name for h in site.hosts]
     chosen = site.hosts[0] if host is None else next((h for h in site.hosts if h.name == host), None)
     if chosen is None:

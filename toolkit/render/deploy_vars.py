@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from toolkit.spec import Strict
+from toolkit.catalog.spec import Strict
 
 
 class ImageArtifact(Strict):

@@ -107,7 +107,7 @@ def shape(hosts: list[str], values: dict[str, Any], unreachable: dict[str, str],
 
 def run(bundle: Path, hosts: list[str], *, limit: str | None = None) -> DoctorReport:
     """Run playbooks/doctor.yml (check mode, read-only) on the bundle's hosts and shape the result."""
-    from toolkit import readout
+    from toolkit.deploy import readout
 
     r = readout.collect(bundle, PLAYBOOK, VAR, limit=limit)
     wanted = [h for h in hosts if limit is None or h == limit]

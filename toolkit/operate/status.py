@@ -4,7 +4,7 @@
 fields), two `/metrics` samples taken inside the server container a few seconds apart, and
 `nvidia-smi` lines on GPU hosts. Everything here but `run` is pure: `parse_prometheus` reads the
 Prometheus text format, `shape_host` builds the typed model. Metric names come from
-`toolkit.monitoring` (the same list the alerts and dashboard use).
+`toolkit.render.monitoring` (the same list the alerts and dashboard use).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from toolkit import monitoring as m
+from toolkit.render import monitoring as m
 
 PLAYBOOK = "status.yml"
 VAR = "_selfhost_status"
@@ -239,7 +239,7 @@ def unreachable_host(host: str, why: str) -> HostStatus:
 
 def run(bundle: Path, hosts: list[str], *, limit: str | None = None, sample_s: float = SAMPLE_S) -> list[HostStatus]:
     """Run playbooks/status.yml (check mode, read-only) and shape each host's facts."""
-    from toolkit import readout
+    from toolkit.deploy import readout
 
     r = readout.collect(bundle, PLAYBOOK, VAR, limit=limit, extravars={"selfhost_status_sample_s": sample_s})
     dark, failures = r.unreachable(), r.failures()

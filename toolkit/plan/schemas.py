@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from toolkit.plan import Plan
-from toolkit.report import PlanReport
+from toolkit.plan.model import Plan
+from toolkit.plan.report import PlanReport
 
 SCHEMAS = {"plan.schema.json": Plan, "plan-report.schema.json": PlanReport}
 

@@ -31,14 +31,18 @@ from pathlib import Path
 
 import yaml
 
-from toolkit import __version__, cuda, monitoring, pki, runbook
-from toolkit.deploy_vars import DeployVars, ImageArtifact, TlsConfig
+from toolkit import __version__
+from toolkit.render import cuda
+from toolkit.render import monitoring
+from toolkit.render import pki
+from toolkit.render import runbook
+from toolkit.render.deploy_vars import DeployVars, ImageArtifact, TlsConfig
 from toolkit.errors import RenderError
-from toolkit.manifest import HashCache, manifest
-from toolkit.plan import Plan
+from toolkit.render.manifest import HashCache, manifest
+from toolkit.plan.model import Plan
 from toolkit.resources import data_dir
-from toolkit.site import GROUP, Site
-from toolkit.templates import Templates
+from toolkit.render.site import GROUP, Site
+from toolkit.render.templates import Templates
 
 GIB = 1024**3
 LOCK = "selfhost.lock.yml"

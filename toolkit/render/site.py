@@ -18,9 +18,9 @@ import yaml
 from pydantic import ValidationError
 
 from toolkit.errors import ConfigError
-from toolkit.plan import validation_error
+from toolkit.catalog.spec import validation_error
 from toolkit.resources import data_dir
-from toolkit.spec import Strict
+from toolkit.catalog.spec import Strict
 
 GROUP = "inference"
 

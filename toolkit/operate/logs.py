@@ -100,7 +100,7 @@ def shape(values: dict, hosts: list[str], unreachable: dict[str, str], failures:
 def fetch(bundle: Path, hosts: list[str], *, service: str = "vllm", since: str | None = None,
           tail: int | str = 100, limit: str | None = None) -> tuple[list[LogLine], dict[str, str]]:
     """One read of the logs (all hosts, or `limit`)."""
-    from toolkit import readout
+    from toolkit.deploy import readout
 
     extravars = {"selfhost_logs_service": service, "selfhost_logs_since": since or "", "selfhost_logs_tail": str(tail)}
     r = readout.collect(bundle, PLAYBOOK, VAR, limit=limit, extravars=extravars)

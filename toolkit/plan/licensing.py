@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from toolkit.plan import LicenseVerdict
-from toolkit.spec import LicenseSpec, ModelSpec
+from toolkit.plan.model import LicenseVerdict
+from toolkit.catalog.spec import LicenseSpec, ModelSpec
 
 
 def verdict(model: ModelSpec, lic: LicenseSpec, *, commercial: bool, monthly_active_users: int | None) -> LicenseVerdict:

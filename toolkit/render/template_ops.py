@@ -22,7 +22,7 @@ import yaml
 
 from toolkit import __version__
 from toolkit.errors import ConfigError
-from toolkit.templates import list_templates, packaged_dir
+from toolkit.render.templates import list_templates, packaged_dir
 
 RECORD = ".selfhost-ejected.yml"
 UPSTREAM = ".upstream"

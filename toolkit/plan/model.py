@@ -6,7 +6,6 @@ did-you-mean and every error names its path (`vllm.max_model_len: ...`).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -16,13 +15,11 @@ import yaml
 from pydantic import ValidationError
 
 from toolkit.errors import ConfigError
-from toolkit.spec import Strict
-from toolkit.vllm_args import VllmServeArgs
+from toolkit.catalog.spec import Strict, validation_error
+from toolkit.sizing.results import Capacity, Explanation, MemoryBreakdown
+from toolkit.plan.vllm_args import VllmServeArgs
 
 PLAN_SCHEMA_VERSION = 1
-
-Provenance = Literal["read", "derived", "assumed", "calibrated", "given"]
-
 
 class ModelRef(Strict):
     id: str
@@ -58,40 +55,6 @@ class Hardware(Strict):
     """tensor_parallel_size × pipeline_parallel_size."""
     replicas: int = 1
     """Independent copies of the server needed for the throughput asked."""
-
-
-class MemoryBreakdown(Strict):
-    """Per GPU (rank), GiB, as vLLM budgets it at start-up."""
-
-    total_gib: float
-    """Device memory as vLLM sees it."""
-    requested_gib: float
-    """total × gpu_memory_utilization: what vLLM may use."""
-    weights_gib: float
-    """Model weights on this rank ("Model loading took …")."""
-    activation_gib: float
-    """Profiled activation peak for one max_num_batched_tokens step."""
-    non_torch_gib: float
-    """CUDA/NCCL/cuBLAS allocations outside PyTorch's allocator."""
-    cuda_graph_gib: float
-    """CUDA-graph memory (outside the KV budget, inside the headroom)."""
-    kv_cache_gib: float
-    """What is left for the KV cache ("Available KV cache memory")."""
-    headroom_gib: float
-    """total − requested − CUDA graphs − context: must stay ≥ 0."""
-
-
-class Capacity(Strict):
-    kv_cache_tokens: int
-    """Tokens the KV pool holds ("GPU KV cache size")."""
-    max_model_len: int
-    """Context length configured."""
-    max_model_len_possible: int
-    """Longest context one request could have with this pool (vLLM's "estimated maximum model length")."""
-    max_concurrency: float
-    """Full-length requests that fit at once ("Maximum concurrency for N tokens per request")."""
-    kv_bytes_per_token: int
-    """KV bytes one token costs on one rank (full-attention layers)."""
 
 
 class Performance(Strict):
@@ -135,17 +98,6 @@ class LicenseVerdict(Strict):
     """What the licensee must do (attribution, AUP, naming)."""
     openness: dict[str, bool]
     """weights / inference_code / training_code / training_data open."""
-
-
-class Explanation(Strict):
-    name: str
-    """Quantity."""
-    value: str
-    """Value with unit."""
-    provenance: Provenance
-    """read from config / derived / assumed default / calibrated / given by user."""
-    detail: str
-    """Where it came from."""
 
 
 class Runtime(Strict):
@@ -218,29 +170,3 @@ class Plan(Strict):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise validation_error(exc, cls, source) from None
-
-
-def validation_error(exc: ValidationError, model: type[Strict], source: str) -> ConfigError:
-    """Turn pydantic's report into one path-qualified line per problem, with did-you-mean for typos."""
-    lines = []
-    for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            known = _fields_at(model, err["loc"][:-1])
-            close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
-            tip = f" — did you mean '{close[0]}'?" if close else ""
-            lines.append(f"{source}: unknown key '{path}'{tip}")
-        else:
-            lines.append(f"{source}: {path}: {err['msg']} (got {err.get('input')!r})")
-    return ConfigError("\n".join(lines), fix="correct the keys above; regenerate with `selfhost plan` if unsure")
-
-
-def _fields_at(model: type[Strict], loc: tuple) -> list[str]:
-    """Field names of the nested model at `loc` (for did-you-mean)."""
-    current: type | None = model
-    for part in loc:
-        if current is None or not hasattr(current, "model_fields") or part not in current.model_fields:
-            return []
-        ann = current.model_fields[part].annotation
-        current = next((a for a in getattr(ann, "__args__", (ann,)) if hasattr(a, "model_fields")), None)
-    return list(current.model_fields) if current is not None and hasattr(current, "model_fields") else []

@@ -1,7 +1,7 @@
 """Run a rendered bundle with ansible-runner and report what happened, host by host.
 
 The deployer takes a bundle directory (ansible-runner's private_data_dir, written by
-`toolkit.render`) and nothing else: it never reads the Plan. Progress goes to an `on_event`
+`toolkit.render.bundle`) and nothing else: it never reads the Plan. Progress goes to an `on_event`
 callback as `TaskEvent`s; the result is a `DeployResult`. It prints nothing.
 
 Secrets: tasks that touch the API key or TLS key use `no_log`, so ansible-runner's events and

@@ -6,9 +6,12 @@ against the published file line by line. Every field carries a one-line docstrin
 
 from __future__ import annotations
 
+import difflib
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from toolkit.errors import ConfigError
 
 
 class Strict(BaseModel):
@@ -255,3 +258,29 @@ class ApiPriceList(Strict):
     """The list."""
     default: str
     """`provider/model` used for break-even unless the user picks another."""
+
+
+def validation_error(exc: ValidationError, model: type[Strict], source: str) -> ConfigError:
+    """Turn pydantic's report into one path-qualified line per problem, with did-you-mean for typos."""
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            known = _fields_at(model, err["loc"][:-1])
+            close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+            tip = f" — did you mean '{close[0]}'?" if close else ""
+            lines.append(f"{source}: unknown key '{path}'{tip}")
+        else:
+            lines.append(f"{source}: {path}: {err['msg']} (got {err.get('input')!r})")
+    return ConfigError("\n".join(lines), fix="correct the keys above; regenerate with `selfhost plan` if unsure")
+
+
+def _fields_at(model: type[Strict], loc: tuple) -> list[str]:
+    """Field names of the nested model at `loc` (for did-you-mean)."""
+    current: type | None = model
+    for part in loc:
+        if current is None or not hasattr(current, "model_fields") or part not in current.model_fields:
+            return []
+        ann = current.model_fields[part].annotation
+        current = next((a for a in getattr(ann, "__args__", (ann,)) if hasattr(a, "model_fields")), None)
+    return list(current.model_fields) if current is not None and hasattr(current, "model_fields") else []

@@ -11,15 +11,15 @@ import re
 from dataclasses import dataclass, field
 
 from toolkit import __version__, catalog
-from toolkit.costs import api_monthly_usd, monthly_cost
+from toolkit.plan.costs import api_monthly_usd, monthly_cost
 from toolkit.errors import NoFitError, PlanError
-from toolkit.licensing import verdict
-from toolkit.plan import Cost, Hardware, ModelRef, Performance, Plan, Runtime
+from toolkit.plan.licensing import verdict
+from toolkit.plan.model import Cost, Hardware, ModelRef, Performance, Plan, Runtime
 from toolkit.sizing import throughput
 from toolkit.sizing.engine import GIB, engine_profile
 from toolkit.sizing.estimate import Device, Estimate, Settings, estimate
-from toolkit.spec import GpuSpec, QuantSpec
-from toolkit.vllm_args import VLLM_VERSION, VllmServeArgs
+from toolkit.catalog.spec import GpuSpec, QuantSpec
+from toolkit.plan.vllm_args import VLLM_VERSION, VllmServeArgs
 
 DEFAULT_CONTEXT = 8192
 GPU_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"

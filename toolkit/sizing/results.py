@@ -1,0 +1,54 @@
+"""What the sizing engine returns: the per-GPU memory budget, the KV capacity and the explanation rows."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from toolkit.catalog.spec import Strict
+
+Provenance = Literal["read", "derived", "assumed", "calibrated", "given"]
+
+
+class MemoryBreakdown(Strict):
+    """Per GPU (rank), GiB, as vLLM budgets it at start-up."""
+
+    total_gib: float
+    """Device memory as vLLM sees it."""
+    requested_gib: float
+    """total × gpu_memory_utilization: what vLLM may use."""
+    weights_gib: float
+    """Model weights on this rank ("Model loading took …")."""
+    activation_gib: float
+    """Profiled activation peak for one max_num_batched_tokens step."""
+    non_torch_gib: float
+    """CUDA/NCCL/cuBLAS allocations outside PyTorch's allocator."""
+    cuda_graph_gib: float
+    """CUDA-graph memory (outside the KV budget, inside the headroom)."""
+    kv_cache_gib: float
+    """What is left for the KV cache ("Available KV cache memory")."""
+    headroom_gib: float
+    """total − requested − CUDA graphs − context: must stay ≥ 0."""
+
+
+class Capacity(Strict):
+    kv_cache_tokens: int
+    """Tokens the KV pool holds ("GPU KV cache size")."""
+    max_model_len: int
+    """Context length configured."""
+    max_model_len_possible: int
+    """Longest context one request could have with this pool (vLLM's "estimated maximum model length")."""
+    max_concurrency: float
+    """Full-length requests that fit at once ("Maximum concurrency for N tokens per request")."""
+    kv_bytes_per_token: int
+    """KV bytes one token costs on one rank (full-attention layers)."""
+
+
+class Explanation(Strict):
+    name: str
+    """Quantity."""
+    value: str
+    """Value with unit."""
+    provenance: Provenance
+    """read from config / derived / assumed default / calibrated / given by user."""
+    detail: str
+    """Where it came from."""
