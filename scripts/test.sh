@@ -10,9 +10,11 @@ step() { echo "== [$(( $(date +%s) - t0 ))s] $*"; }
 step "system packages"
 need=()
 for bin in rsync ssh ssh-keygen openssl; do command -v "$bin" >/dev/null || need+=("$bin"); done
+# promtool (Debian's prometheus package) checks and unit-tests the rendered alert rules.
+command -v promtool >/dev/null || need+=(promtool)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync openssh-client openssl >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rsync openssh-client openssl prometheus >/dev/null
 fi
 
 step "python environment (.venv)"

@@ -18,36 +18,35 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from toolkit.render import monitoring as m
 
 PLAYBOOK = "status.yml"
 VAR = "_selfhost_status"
 SAMPLE_S = 3.0
 
-_LINE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+-?\d+)?\s*$")
-_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
-
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
 
 def parse_prometheus(text: str) -> Samples:
-    """Prometheus text exposition → {sample name: [(labels, value), …]}; comments and junk lines are skipped."""
+    """Prometheus text exposition → {sample name: [(labels, value), …]}, read by prometheus_client's parser.
+
+    Lines are parsed one at a time so that one malformed line (a proxy's error page spliced into the
+    body, a truncated read) costs that sample only, not the whole scrape.
+    """
     out: Samples = {}
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        match = _LINE_RE.match(line)
-        if not match:
-            continue
-        name, labels, value = match.groups()
         try:
-            number = float(value)
-        except ValueError:
+            families = list(text_string_to_metric_families(line + "\n"))
+        except (ValueError, IndexError):
             continue
-        parsed = {k: v.replace('\\"', '"').replace("\\\\", "\\").replace("\\n", "\n")
-                  for k, v in _LABEL_RE.findall(labels or "")}
-        out.setdefault(name, []).append((parsed, number))
+        for family in families:
+            for sample in family.samples:
+                out.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
     return out
 
 
