@@ -6,10 +6,14 @@ pre-builds them. Set SELFHOST_TEST_KEEP=1 to leave hosts running after the sessi
 """
 from __future__ import annotations
 
+import json
 import os
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -176,3 +180,21 @@ def print_changes(log: list):
                   flush=True)
     return on_event
 
+
+
+def gateway_request(ca: Path, host, path: str, *, key: str | None = None, body: dict | None = None,
+                    timeout: float = 120) -> tuple[int, dict]:
+    """(HTTP status, JSON body or {}) of one request through a host's TLS gateway, the chain checked
+    against the site CA (the 127.0.0.1 SAN included). Connection errors raise: callers that count
+    them (the client loops) catch them."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    req = urllib.request.Request(f"https://127.0.0.1:{host.https_port}{path}",
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json",
+                                          **({"Authorization": f"Bearer {key}"} if key else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
+            raw = r.read()
+            return r.status, json.loads(raw) if raw.strip().startswith(b"{") else {}
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}

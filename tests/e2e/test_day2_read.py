@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import ssl
 import threading
 import time
-import urllib.request
 
 import pytest
 import yaml
 
-from tests.e2e.conftest import selfhost_cli
+from tests.e2e.conftest import gateway_request, selfhost_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -26,14 +24,10 @@ DOCTOR_CHECKS = {"reachable", "os", "memory", "cpu_flags", "disk", "gateway_port
 
 
 def _chat(site, host, max_tokens: int = 16) -> dict:
-    ctx = ssl.create_default_context(cafile=str(site["ca"]))
     body = {"model": "tiny", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hello world"}]}
-    req = urllib.request.Request(f"https://127.0.0.1:{host.https_port}/v1/chat/completions",
-                                 data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json",
-                                          "Authorization": f"Bearer {site['keys'][host.name]}"})
-    with urllib.request.urlopen(req, timeout=120, context=ctx) as r:
-        return json.loads(r.read())
+    status, answer = gateway_request(site["ca"], host, "/v1/chat/completions", key=site["keys"][host.name], body=body)
+    assert status == 200, status
+    return answer
 
 
 @pytest.fixture(scope="module")

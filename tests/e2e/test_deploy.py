@@ -8,18 +8,17 @@ Wall times of the first deploy and of the no-op re-deploy are printed (run with 
 from __future__ import annotations
 
 import json
-import ssl
 import time
-import urllib.error
-import urllib.request
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import print_changes
-from tests.e2e.infra import hosts as infra_hosts
+from tests.e2e.conftest import gateway_request, print_changes
 from toolkit.deploy import runner as deployer
 
 pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TIMES: dict[str, float] = {}
 
@@ -32,16 +31,7 @@ def lab(deployed_site):
 
 
 def _https(lab, host, path: str, *, key: str | None = None, body: dict | None = None):
-    ctx = ssl.create_default_context(cafile=str(lab["ca"]))  # verifies the chain and the 127.0.0.1 SAN
-    req = urllib.request.Request(f"https://127.0.0.1:{host.https_port}{path}",
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json",
-                                          **({"Authorization": f"Bearer {key}"} if key else {})})
-    try:
-        with urllib.request.urlopen(req, timeout=120, context=ctx) as r:
-            return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        return exc.code, {}
+    return gateway_request(lab["ca"], host, path, key=key, body=body)
 
 
 CHAT = {"model": "tiny", "max_tokens": 8, "messages": [{"role": "user", "content": "hello world"}]}
@@ -57,6 +47,31 @@ def test_chat_completion_over_https_with_the_key_on_both_hosts(lab):
         assert status == 200 and [m["id"] for m in models["data"]] == ["tiny"]
 
 
+def test_the_official_openai_client_works_against_the_gateway(lab):
+    """What users actually point at the deployment: the `openai` Python SDK, TLS checked against the site CA."""
+    import httpx
+    import openai
+
+    for h in lab["hosts"]:
+        http = httpx.Client(verify=str(lab["ca"]), timeout=120)
+        client = openai.OpenAI(base_url=f"https://127.0.0.1:{h.https_port}/v1", api_key=lab["keys"][h.name],
+                               http_client=http, max_retries=0)
+        assert [m.id for m in client.models.list()] == ["tiny"]
+        answer = client.chat.completions.create(model="tiny", max_tokens=8,
+                                                messages=[{"role": "user", "content": "hello world"}])
+        assert answer.choices[0].message.role == "assistant" and answer.usage.completion_tokens > 0
+        chunks = list(client.chat.completions.create(model="tiny", max_tokens=8, stream=True,
+                                                     messages=[{"role": "user", "content": "hello world"}]))
+        assert len(chunks) > 1 and chunks[-1].choices[0].finish_reason in ("stop", "length")
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text, "the stream carried tokens"
+        wrong = openai.OpenAI(base_url=f"https://127.0.0.1:{h.https_port}/v1", api_key="0" * 64,
+                              http_client=http, max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            wrong.models.list()
+        http.close()
+
+
 def test_no_key_or_wrong_key_gets_401(lab):
     for h in lab["hosts"]:
         assert _https(lab, h, "/v1/chat/completions", body=CHAT)[0] == 401
@@ -66,13 +81,19 @@ def test_no_key_or_wrong_key_gets_401(lab):
 
 
 def test_server_cannot_reach_the_sentinel_but_the_host_bridge_can(lab):
+    """The verify role's own probe, run in the server container, fails with a network error; the very
+    same probe from the very same image on a routed bridge reaches the sentinel (the positive control)."""
     s = lab["sentinel"]
     container = lab["bundle"].vars.selfhost_vllm_container
-    probe = ("import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 3); print('reached')")
+    probe = (ROOT / "playbooks" / "roles" / "selfhost_verify" / "files" / "egress_probe.py").read_text()
+    target = f"{s.ip}:{s.port}"
     for h in lab["hosts"]:
-        assert infra_hosts.can_reach(h, s.url, "bridge"), "the probe must work from a normal bridge"
-        res = h.exec("docker", "exec", container, "python3", "-c", probe, s.ip, str(s.port), check=False)
-        assert res.returncode != 0 and b"reached" not in res.stdout, "the server must have no route out"
+        res = h.exec("docker", "exec", container, "python3", "-c", probe, target, check=False)
+        assert res.returncode == 3 and res.stdout.startswith(b"blocked"), (res.returncode, res.stdout)
+        image = json.loads(h.exec("docker", "inspect", container).stdout)[0]["Config"]["Image"]
+        ctl = h.exec("docker", "run", "--rm", "--network", "bridge", "--entrypoint", "python3", image, "-c", probe,
+                     target, check=False, timeout=120)
+        assert ctl.returncode == 0 and ctl.stdout.startswith(b"reached"), (ctl.returncode, ctl.stdout, ctl.stderr)
         inspect = json.loads(h.exec("docker", "inspect", container).stdout)[0]
         assert list(inspect["NetworkSettings"]["Networks"]) == [lab["bundle"].vars.selfhost_network_internal]
         assert inspect["HostConfig"]["PortBindings"] in ({}, None), "only the gateway publishes a port"
@@ -119,4 +140,9 @@ def test_killed_server_and_corrupt_weight_are_healed(lab):
 
 
 def test_report_times(lab):
+    """The deploy wall times, written to the e2e report; a re-run that changes nothing must cost far
+    less than the first deploy (it copies no image or weights and restarts nothing)."""
     print("\n[e2e] wall times: " + ", ".join(f"{k} {v:.0f}s" for k, v in TIMES.items()), flush=True)
+    assert {"first deploy", "no-op deploy", "heal deploy"} <= set(TIMES), "a timed phase did not run"
+    assert TIMES["no-op deploy"] < TIMES["first deploy"] / 2, TIMES
+    assert TIMES["heal deploy"] < TIMES["first deploy"], TIMES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,8 @@ def _tool(name: str) -> str:
         return str(path)
     found = shutil.which(name)
     if not found:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is not installed: the test extra provides it (pip install -e '.[test]')")
         pytest.skip(f"{name} is not installed (pip install -e '.[test]')")
     return found
 
