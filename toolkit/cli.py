@@ -23,13 +23,16 @@ def _version(value: bool) -> None:
     if value:
         from toolkit.commands import output
 
-        output.line(f"selfhost {__version__}")
+        from toolkit.plan.vllm_args import VLLM_VERSION
+
+        output.line(f"selfhost {__version__} (plans for vLLM {VLLM_VERSION} by default; see plan --vllm-version)")
         raise typer.Exit()
 
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and the vLLM release plans are made for."),
 ) -> None:
     """selfhost: plan → render → deploy → operate."""
 

@@ -37,6 +37,10 @@ class NoFitError(PlanError):
     """Nothing fits; `fix` names the smallest change that would."""
 
 
+class LicenseError(PlanError):
+    """The model's licence does not allow the use described, and the risk was not accepted."""
+
+
 class RenderError(SelfhostError):
     """A deployment bundle could not be rendered."""
 

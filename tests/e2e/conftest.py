@@ -156,7 +156,9 @@ def deployed_site(tmp_path_factory, test_hosts, sentinel, e2e_images, tiny_model
     assert report["preview"]["status"] == "successful", "the check-mode preview passes on fresh hosts"
     for key in keys.values():
         assert key not in res.stderr, "keys appear only in the JSON document"
-    dv = DeployVars.model_validate(yaml.safe_load((out / "env" / "extravars").read_text()))
+    from toolkit.render.bundle import load_vars  # the extravars strings are `!unsafe`-tagged
+
+    dv = DeployVars.model_validate(load_vars((out / "env" / "extravars").read_text()))
     bundle = Bundle(path=out, files=sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()),
                     vars=dv)
     return {"site": site, "bundle": bundle, "plan": plan, "plan_file": plan_file, "keys": keys,

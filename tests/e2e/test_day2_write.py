@@ -177,9 +177,9 @@ def test_new_model_revision_rolls_out_one_host_at_a_time(site, tiny_model):
     for h in (h1, h2):
         cur = _current(h)
         assert cur["plan_digest"] == plan2.digest(), "the release record names the new plan"
-        assert cur["vllm"]["weights_dir"] != site["release0"][h.name]["vllm"]["weights_dir"], "a new revision dir"
+        assert cur["weights_dir"] != site["release0"][h.name]["weights_dir"], "a new revision dir"
         assert _json_file(h, f"{STATE}/previous") == site["release0"][h.name], "previous keeps the old release"
-        assert h.exec("test", "-d", site["release0"][h.name]["vllm"]["weights_dir"]).returncode == 0, "old weights kept"
+        assert h.exec("test", "-d", site["release0"][h.name]["weights_dir"]).returncode == 0, "old weights kept"
         assert _request(site, h, "/v1/chat/completions", site["keys"][h.name], CHAT) == 200
     # One at a time: host 2's new server started only after host 1's had loaded and verified.
     from datetime import datetime

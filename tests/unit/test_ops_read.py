@@ -178,7 +178,8 @@ def test_doctor_cli_bad_bundle_is_exit_2_with_json(tmp_path):
     assert out["ok"] is False and out["checks"] == [] and "not a rendered bundle" in out["error"]["message"]
     assert "Traceback" not in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "toolkit", "status", "-i", str(site)], capture_output=True, text=True)
-    assert proc.returncode == 1 and "give either PLAN or --bundle DIR" in proc.stderr
+    # `-i SITE` alone is how the README shows it: with nothing deployed yet it says so, in one line
+    assert proc.returncode == 1 and "no deployment recorded for this site yet" in proc.stderr
 
 
 # ---------------------------------------------------------------- logs

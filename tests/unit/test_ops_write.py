@@ -4,6 +4,7 @@ roles run on the hosts, run here against a temp dir."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -16,6 +17,7 @@ import yaml
 from toolkit.operate import releases as ops
 from toolkit.deploy.runner import DeployResult, FailedTask, HostStats
 from toolkit.errors import ConfigError, DeployError, LockedError
+from toolkit.render.deploy_vars import ServerSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK_PY = ROOT / "playbooks" / "roles" / "selfhost_lock" / "files" / "lock.py"
@@ -151,27 +153,93 @@ def test_rotate_script_adds_first_then_retires_the_old(tmp_path):
     assert oct(conf.stat().st_mode & 0o777) == "0o600"
 
 
-def _container_task(path: Path) -> dict:
-    tasks = yaml.safe_load(path.read_text())
-    [task] = [t for t in tasks if "community.docker.docker_container" in t]
-    return task["community.docker.docker_container"]
+def _docker_container_tasks() -> list[tuple[str, dict]]:
+    """(file, task) for every community.docker.docker_container task under playbooks/, blocks included."""
+    found = []
+
+    def walk(tasks, rel):
+        for t in tasks or []:
+            if isinstance(t, dict):
+                if "community.docker.docker_container" in t:
+                    found.append((rel, t))
+                for key in ("block", "rescue", "always", "tasks"):
+                    walk(t.get(key), rel)
+    for path in sorted((ROOT / "playbooks").rglob("*.yml")):
+        walk(yaml.safe_load(path.read_text()), path.relative_to(ROOT / "playbooks").as_posix())
+    return found
 
 
-def test_rollback_runs_the_server_with_the_same_options_as_a_deploy():
-    """The rollback recreates the server from a release record (extra vars would override role vars, so it
-    cannot reuse selfhost_vllm with other values): both docker_container tasks must set the same options,
-    and the record must keep every value the rollback reads."""
-    roles = Path(__file__).resolve().parents[2] / "playbooks" / "roles"
-    deploy = _container_task(roles / "selfhost_vllm" / "tasks" / "main.yml")
-    rollback = _container_task(roles / "selfhost_release" / "tasks" / "rollback.yml")
-    assert set(deploy) == set(rollback)
-    fixed = {k for k, v in deploy.items() if not (isinstance(v, str) and "{{" in v)} - {"mounts", "labels", "networks",
-                                                                                      "healthcheck"}
-    assert {k: deploy[k] for k in fixed} == {k: rollback[k] for k in fixed}  # pull, restart policy, comparisons…
-    # Every mount of a deploy (weights, compile cache) is made by the rollback too.
-    targets = {re.sub(r"[{} ]|selfhost_vllm_", "", m["target"]) for m in deploy["mounts"]}
-    assert targets == {"model_mount", "cache_mount"} and all(f"_v.{t}" in str(rollback["mounts"]) for t in targets)
-    record = yaml.safe_load((roles / "selfhost_release" / "vars" / "main.yml").read_text())["_selfhost_release_record"]
-    text = (roles / "selfhost_release" / "tasks" / "rollback.yml").read_text()
-    used = set(re.findall(r"_v\.(\w+)", text)) | set(re.findall(r"_selfhost_release_target\.vllm\.(\w+)", text))
-    assert used <= set(record["vllm"]), used - set(record["vllm"])
+def test_exactly_one_docker_container_task_runs_the_server():
+    """Deploy, automatic rollback and `selfhost rollback` all run the server through one task that takes the
+    whole spec: no second copy that could set other options."""
+    tasks = _docker_container_tasks()
+    server = [(rel, t) for rel, t in tasks if "_selfhost_vllm_spec" in str(t)]
+    assert [rel for rel, _ in server] == ["roles/selfhost_vllm/tasks/container.yml"]
+    others = [rel for rel, t in tasks if (rel, t) not in server]
+    assert others == ["destroy.yml", "roles/selfhost_gateway/tasks/main.yml"], others  # removal; the gateway
+    (_, task), = server
+    args = task["community.docker.docker_container"]
+    spec_fields = set(ServerSpec.model_fields)
+    used = set(re.findall(r"_selfhost_vllm_spec\.(\w+)", str(args)))
+    assert used == spec_fields, f"spec fields the task ignores: {spec_fields - used}; unknown: {used - spec_fields}"
+    roles = ROOT / "playbooks" / "roles"
+    assert "tasks_from: container.yml" in (roles / "selfhost_release" / "tasks" / "rollback.yml").read_text()
+    assert "import_tasks: container.yml" in (roles / "selfhost_vllm" / "tasks" / "main.yml").read_text()
+    # No playbook builds the server from the pieces the spec is made of.
+    pieces = re.compile(r"selfhost_vllm_(argv|env|model_mount|cache_dir|cache_mount|gpus|ipc_host|healthcheck"
+                        r"|health_start_period_s)\b|selfhost_health_(interval|timeout|retries)_s")
+    users = sorted({p.relative_to(roles.parent).as_posix() for p in (ROOT / "playbooks").rglob("*.yml")
+                    if pieces.search(p.read_text())} - {"roles/selfhost_gateway/defaults/main.yml",
+                                                         "roles/selfhost_preflight/defaults/main.yml"})
+    assert users == [], users
+    # One health wait, shared.
+    waits = [p for p in (ROOT / "playbooks").rglob("*.yml") if "State.Health.Status" in p.read_text()
+             and "until:" in p.read_text()]
+    assert [p.relative_to(roles).as_posix() for p in waits] == ["selfhost_vllm/tasks/healthy.yml"]
+
+
+def test_the_release_record_is_the_server_spec_plus_ids():
+    from tests.unit.test_render import CASES, HOSTS, _site, _weights
+    from toolkit.render.bundle import render
+    from toolkit.render.site import load_site
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp())
+    dv = render(CASES["gpu-tp4-llama70b-h100"](), load_site(_site(tmp, HOSTS["gpu-tp4-llama70b-h100"])),
+                tmp / "out", weights_source=_weights(tmp)).vars
+    record = ops.expected_release(dv)
+    assert record["vllm"] == dv.selfhost_server.model_dump(mode="json")
+    assert record["release"] == dv.selfhost_release.release and len(record["release"]) == 16
+    assert record["weights_dir"] == dv.selfhost_weights_dir and record["record_schema"] == 2
+    # The id is the content hash of the record without it: the same bundle, the same release.
+    body = json.dumps({k: v for k, v in record.items() if k != "release"}, sort_keys=True)
+    assert record["release"] == hashlib.sha256(body.encode()).hexdigest()[:16]
+    spec = dv.selfhost_server
+    assert spec.ipc_mode == "host" and spec.shm_size is None  # host IPC: the host's /dev/shm, no size of ours
+    assert [d.count for d in spec.device_requests] == [4]
+    assert spec.labels == {"org.selfhost.name": "llama-70b", "org.selfhost.plan-digest": dv.selfhost_plan_digest}
+    assert [(m.target, m.read_only) for m in spec.mounts] == [("/models/llama-3.1-70b", True), ("/var/cache/vllm", None)]
+    assert spec.healthcheck.start_period == "900s"
+    assert ops.release_diff(record, record) == []
+
+
+def test_rollback_target_is_chosen_once_by_prefix_or_previous():
+    recs = {"aaaa1111": {"plan_digest": "p1", "release": "aaaa1111"},
+            "aaaa2222": {"plan_digest": "q2", "release": "aaaa2222"},
+            "bbbb3333": {"plan_digest": "p1ff", "release": "bbbb3333"}}
+    kept = {"records": recs, "previous": recs["aaaa2222"], "current": recs["bbbb3333"]}
+    assert ops.rollback_target(kept, None) == "aaaa2222"
+    assert ops.rollback_target(kept, "bbbb") == "bbbb3333"
+    assert ops.rollback_target(kept, "q2") == "aaaa2222"
+    assert ops.rollback_target(kept, "aaaa") is None, "ambiguous"
+    assert ops.rollback_target(kept, "p1") is None, "a digest prefix shared by two releases is ambiguous too"
+    assert ops.rollback_target({"records": recs}, None) is None
+    assert ops.rollback_target({}, "x") is None
+
+
+def test_release_diff_reads_records_of_the_older_schema():
+    old = {"plan_digest": "p1", "images": {"gateway": "nginx:1.27"},
+           "vllm": {"argv": ARGV, "env": {}, "weights_dir": "/w/aaa", "served_model_name": "tiny", "image": "v:1"}}
+    new = {"plan_digest": "p1", "images": {"gateway": "nginx:1.27"}, "weights_dir": "/w/bbb",
+           "served_model_name": "tiny", "vllm": {"argv": ARGV, "env": {}, "image": "v:1"}}
+    assert [(c.what, c.old, c.new) for c in ops.release_diff(old, new)] == [("model", "aaa", "bbb")]

@@ -187,8 +187,46 @@ def test_bundle_layout_and_vars(tmp):
     assert v.selfhost_vllm_env["HF_HUB_OFFLINE"] == "1" and v.selfhost_vllm_env["NCCL_P2P_LEVEL"] == "NVL"
     assert v.selfhost_vllm_health_start_period_s == 900
     assert v.selfhost_preflight_min_disk_gib == pytest.approx(131.4 * 2 + 12.5, abs=0.1)
-    extravars = yaml.safe_load((bundle.path / "env/extravars").read_text())
+    from toolkit.render.bundle import load_vars
+    extravars = load_vars((bundle.path / "env/extravars").read_text())
     assert extravars == v.model_dump(mode="json")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_compose_and_env_file_are_the_server_spec(case, tmp):
+    """files/docker/compose.yaml and files/vllm/vllm.env are dumped from selfhost_server, not templated."""
+    plan = CASES[case]()
+    bundle = render(plan, load_site(_site(tmp, HOSTS[case])), tmp / "out", weights_source=_weights(tmp))
+    spec = bundle.vars.selfhost_server
+    compose = yaml.safe_load((bundle.path / "files/docker/compose.yaml").read_text())
+    vllm = compose["services"]["vllm"]
+    assert (vllm["image"], vllm["container_name"], vllm["command"]) == (spec.image, spec.container, spec.argv)
+    assert vllm["environment"] == spec.env and vllm["labels"] == spec.labels
+    assert vllm["volumes"] == [f"{m.source}:{m.target}" + (":ro" if m.read_only else "") for m in spec.mounts]
+    assert vllm.get("ipc") == spec.ipc_mode and vllm.get("shm_size") == spec.shm_size
+    assert compose["networks"]["internal"] == {"name": spec.network, "internal": True}
+    h = vllm["healthcheck"]
+    assert (h["test"], h["interval"], h["start_period"]) == (spec.healthcheck.test, spec.healthcheck.interval,
+                                                            spec.healthcheck.start_period)
+    devices = (vllm.get("deploy") or {}).get("resources", {}).get("reservations", {}).get("devices", [])
+    assert [d["count"] for d in devices] == [d.count for d in spec.device_requests]
+    env_lines = [ln for ln in (bundle.path / "files/vllm/vllm.env").read_text().splitlines() if not ln.startswith("#")]
+    assert env_lines == [f"{k}={v}" for k, v in spec.env.items()]
+
+
+def test_offline_env_is_applied_last_and_cannot_be_overridden():
+    from toolkit.errors import ConfigError
+    from toolkit.render.server import OFFLINE_ENV, server_env
+
+    env = server_env({"NCCL_P2P_LEVEL": "NVL", "HF_HUB_OFFLINE": "1"}, "/var/cache/vllm")
+    assert {k: env[k] for k in OFFLINE_ENV} == OFFLINE_ENV and env["NCCL_P2P_LEVEL"] == "NVL"
+    assert list(env) == sorted(env)
+    with pytest.raises(ConfigError) as exc:
+        server_env({"HF_HUB_OFFLINE": "0"}, "/c")
+    assert "\n" not in exc.value.message and "HF_HUB_OFFLINE" in exc.value.message
+    for bad in ({"lower": "x"}, {"A": "two\nlines"}, {"B": "esc\x1b"}):
+        with pytest.raises(ConfigError):
+            server_env(bad, "/c")
 
 
 def test_manifest_lists_every_weight_file_sorted(tmp):
@@ -245,14 +283,14 @@ def test_strict_undefined(tmp):
 
 def test_site_template_override_is_recorded_in_lock(tmp):
     site = _site(tmp, HOSTS["cpu-tiny"])
-    (site / "templates" / "vllm").mkdir(parents=True)
-    (site / "templates" / "vllm" / "vllm.env.j2").write_text(
-        "# ours\n{% for k, v in deploy.selfhost_vllm_env.items() %}{{ k }}={{ v }}\n{% endfor %}")
+    (site / "templates" / "systemd").mkdir(parents=True)
+    (site / "templates" / "systemd" / "selfhost.service.j2").write_text(
+        "# ours\nExecStart=/usr/bin/docker start {{ deploy.selfhost_vllm_container }}\n")
     bundle = render(CASES["cpu-tiny"](), load_site(site), tmp / "out", weights_source=_weights(tmp))
-    assert (bundle.path / "files/vllm/vllm.env").read_text().startswith("# ours\n")
+    assert (bundle.path / "files/systemd/selfhost.service").read_text().startswith("# ours\n")
     lock = yaml.safe_load((bundle.path / "selfhost.lock.yml").read_text())
-    assert lock["overridden"] == ["vllm/vllm.env.j2"]
-    assert lock["templates"]["vllm/vllm.env.j2"]["source"] == "site"
+    assert lock["overridden"] == ["systemd/selfhost.service.j2"]
+    assert lock["templates"]["systemd/selfhost.service.j2"]["source"] == "site"
     assert lock["templates"]["gateway/nginx.conf.j2"]["source"] == "packaged"
 
 
@@ -379,12 +417,14 @@ def test_render_replaces_an_existing_bundle_atomically(tmp, monkeypatch):
         real(path, text)
     monkeypatch.setattr(r, "_write", failing)
     with pytest.raises(OSError):
-        render(plan, site, out, weights_source=weights)
+        render(plan, site, out, weights_source=weights, force=True)
     assert (out / "stale-file").exists() and (out / "env/extravars").read_text() == before  # untouched
     assert sorted(p.name for p in out.parent.iterdir()) == ["tiny"]  # no temp dir left behind
 
     monkeypatch.setattr(r, "_write", real)
-    render(plan, site, out, weights_source=weights)
+    with pytest.raises(RenderError, match="stale-file"):  # a file render did not write: kept unless --force
+        render(plan, site, out, weights_source=weights)
+    render(plan, site, out, weights_source=weights, force=True)
     assert not (out / "stale-file").exists()
     assert sorted(p.name for p in out.parent.iterdir()) == ["tiny"]
 

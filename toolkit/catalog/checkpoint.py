@@ -16,6 +16,7 @@ from toolkit import catalog
 from toolkit.catalog.resolve import ResolvedModel, find_by_name
 from toolkit.errors import CatalogError
 from toolkit.catalog.spec import MLASpec, ModelSpec, MoESpec, Openness, QuantSpec
+from toolkit.catalog.files import CONFIG_JSON_LIMIT, load_json
 
 # config.json model_type values whose attention/MLP layout the sizing formulas cover.
 SUPPORTED_MODEL_TYPES = (
@@ -68,7 +69,7 @@ def from_directory(path: Path) -> ResolvedModel:
             "e.g. `huggingface-cli download REPO --local-dir DIR`",
         )
     try:
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        cfg = load_json(cfg_file, limit=CONFIG_JSON_LIMIT, what="config.json", error=CatalogError)  # bounded; one-line errors
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _fail(cfg_file, f"not valid JSON ({exc})", "re-download config.json") from None
     if not isinstance(cfg, dict):
@@ -98,6 +99,8 @@ def from_directory(path: Path) -> ResolvedModel:
                 params += numel
                 if _EMBED.search(name):
                     embedding_bytes += nbytes
+    if tensors:
+        _check_total(path, geo, weight_bytes, vision_params)
     if not tensors or prequantized:
         params = _estimate_params(geo)  # packed int4 tensors hide the real parameter count
     geo["vision_params_b"] = round(vision_params / 1e9, 6)
@@ -116,6 +119,38 @@ def from_directory(path: Path) -> ResolvedModel:
         local_path=str(path),
         weight_bytes=weight_bytes,
         embedding_bytes=embedding_bytes,
+        prequantized=prequantized,
+    )
+
+
+def from_config_file(file: Path) -> ResolvedModel:
+    """A bare config.json (as copied from a model page, before any download): geometry, declared dtype and
+    quantization_config are read; weight bytes are estimated from the geometry since no safetensors exist."""
+    file = file.resolve()
+    try:
+        cfg = load_json(file, limit=CONFIG_JSON_LIMIT, what="config.json", error=CatalogError)  # bounded; one-line errors
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _fail(file, f"not valid JSON ({exc})", "copy config.json again from the model page") from None
+    if not isinstance(cfg, dict):
+        raise _fail(file, "expected a JSON object", "copy config.json again from the model page")
+    geo = _geometry(cfg, file, {})
+    q = _quant_from_config(cfg, file.parent)
+    prequantized = q.name != "none"
+    geo["params_b"] = round(_estimate_params(geo) / 1e9, 6)
+    if prequantized:
+        geo["native_quantization"] = q.name
+    name = str(cfg.get("_name_or_path") or "")
+    repo = name if re.fullmatch(r"[\w.-]+/[\w.-]+", name) and not Path(name).exists() else None
+    note = f"Planned from {file} alone (no weights downloaded): weight bytes are estimated from the geometry."
+    spec, base = _finish(geo, repo or str(file), name or file.parent.name, note)
+    return ResolvedModel(
+        spec=spec,
+        repo_id=repo or str(file),
+        base_id=base,
+        quant=q,
+        source="local",
+        weight_bytes=None,
+        embedding_bytes=None,
         prequantized=prequantized,
     )
 
@@ -368,6 +403,36 @@ def _sized(base: QuantSpec, bits: int, group: Any) -> QuantSpec:
     return base.model_copy(
         update={"weight_bits": bits, "group_size": group, "bytes_per_weight": round(bits / 8 + per_group, 4)}
     )
+
+
+def _check_total(path: Path, geo: dict, weight_bytes: int, vision_params: int) -> None:
+    """The safetensors headers must hold roughly what config.json's geometry needs (a generous factor either way:
+    4-bit packing is ~0.25× of bf16). A self-consistent but tiny header is an incomplete or mismatched checkpoint."""
+    expected = _estimate_params(geo) * 2  # bf16 bytes of the text model
+    if expected <= 0:
+        return
+    if weight_bytes < expected * 0.1 or weight_bytes > expected * 4 + vision_params * 4:
+        raise _fail(
+            path,
+            f"safetensors hold {weight_bytes / 2**30:.2f} GiB of weights but config.json's geometry needs about "
+            f"{expected / 2**30:.2f} GiB (bf16): incomplete download or a config.json from another model",
+            "download the complete checkpoint (every *.safetensors shard) with its own config.json",
+        )
+
+
+def unusable(path: Path, exc: Exception) -> CatalogError:
+    """One line for a config.json value that cannot be a model geometry ("eighty" layers, zero heads)."""
+    from toolkit.catalog.files import excerpt
+
+    errors = getattr(exc, "errors", None)
+    if callable(errors):  # pydantic: name the first field it refused
+        first = errors()[0]
+        what = f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {excerpt(first.get('input'))})"
+    else:
+        text = " ".join((str(exc) or type(exc).__name__).split())
+        what = text if len(text) <= 80 else text[:79] + "…"
+    return _fail(path, f"config.json has a value that is not a usable model geometry ({what})",
+                 "use the config.json the model was published with")
 
 
 def _estimate_params(geo: dict) -> int:

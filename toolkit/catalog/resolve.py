@@ -1,7 +1,8 @@
 """Turn whatever the user typed into a model geometry, a weight format and the repo/path to serve.
 
 Accepted: a catalog id or alias, a sibling listed in variants.yaml, a published quantized repo id
-(`Qwen/Qwen2.5-72B-Instruct-AWQ` → catalog base + awq), a local Hugging Face directory, or a `.gguf` file.
+(`Qwen/Qwen2.5-72B-Instruct-AWQ` → catalog base + awq), a local Hugging Face directory, a `.gguf` file, or
+a bare `config.json` (planned from its geometry before any download).
 """
 
 from __future__ import annotations
@@ -55,9 +56,14 @@ def resolve_model(ref: str) -> ResolvedModel:
                 f"{path}: no such file or directory",
                 fix="give an existing model directory (config.json + *.safetensors) or .gguf file, or a repo id",
             )
-        if path.is_dir():
-            return checkpoint.from_directory(path)
-        return checkpoint.from_gguf(path)
+        try:
+            if path.is_dir():
+                return checkpoint.from_directory(path)
+            if path.suffix.lower() == ".json":  # a bare config.json copied from a model page
+                return checkpoint.from_config_file(path)
+            return checkpoint.from_gguf(path)
+        except (ValueError, TypeError, ArithmeticError, KeyError, IndexError, AttributeError, RecursionError) as exc:
+            raise checkpoint.unusable(path, exc) from None  # "eighty" layers, zero heads: one line, not a traceback
 
     found = catalog.find_model(ref)
     if found is not None:
@@ -81,7 +87,7 @@ def resolve_model(ref: str) -> ResolvedModel:
 
 
 def _looks_like_path(ref: str) -> bool:
-    if ref.startswith(("/", "./", "../", "~", ".\\")) or ref.lower().endswith(".gguf"):
+    if ref.startswith(("/", "./", "../", "~", ".\\")) or ref.lower().endswith((".gguf", ".json")):
         return True
     # `org/name` is a repo id unless such a directory exists here.
     return Path(ref).exists()
@@ -154,3 +160,17 @@ def find_by_name(repo_id: str) -> ModelSpec | None:
     if found is not None:
         return found[0]
     return _name_index().get(_name_key(repo_id))
+
+
+@lru_cache(maxsize=None)
+def _prequantized() -> dict[str, dict[str, str]]:
+    """Catalog id (lower case) → {quant name → published pre-quantized repo id}, from prequantized.yaml."""
+    data = catalog._read_yaml("prequantized.yaml") or {}
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise CatalogError("catalog/prequantized.yaml: expected catalog id → {quantization: repo id}")
+    return {str(k).lower(): {str(q): str(r) for q, r in v.items()} for k, v in data.items()}
+
+
+def prequantized_repo(base_id: str, quant: str) -> str | None:
+    """A published checkpoint of catalog model `base_id` already in format `quant`, or None."""
+    return _prequantized().get(base_id.lower(), {}).get(quant)

@@ -81,6 +81,8 @@ class LicenseSpec(Strict):
     """Commercial use allowed at all."""
     monthly_active_user_limit: int | None = None
     """Above this many monthly active users a separate licence is required (Llama: 700M)."""
+    mau_measured_at: str | None = None
+    """Date (YYYY-MM-DD) the MAU limit is assessed on, once: the version's release date (Llama); None = an ongoing cap (Qwen)."""
     acceptable_use_policy: str | None = None
     """URL of an acceptable-use policy the licensee must follow, if any."""
     attribution: str | None = None
@@ -187,6 +189,8 @@ class GpuSpec(Strict):
     """Dense BF16 tensor TFLOPS (no sparsity)."""
     fp8_tflops: float | None = None
     """Dense FP8 tensor TFLOPS; None if the GPU has no FP8 tensor cores."""
+    fp4_tflops: float | None = None
+    """Dense FP4 (MXFP4/NVFP4) tensor TFLOPS; None if the GPU has no FP4 tensor cores."""
     int8_tops: float | None = None
     """Dense INT8 tensor TOPS."""
     compute_capability: float
@@ -247,6 +251,8 @@ class ApiPrice(Strict):
     """USD per 1M input tokens."""
     output_per_mtok_usd: float = Field(ge=0)
     """USD per 1M output tokens."""
+    tier: Literal["small", "mid", "frontier"] | None = None
+    """Capability/price tier: small (mini/flash), mid, frontier; picks the default comparison for a model's size."""
 
 
 class ApiPriceList(Strict):
@@ -257,21 +263,26 @@ class ApiPriceList(Strict):
     prices: list[ApiPrice]
     """The list."""
     default: str
-    """`provider/model` used for break-even unless the user picks another."""
+    """`provider/model` compared against when no entry carries a tier matching the model's size."""
 
 
 def validation_error(exc: ValidationError, model: type[Strict], source: str) -> ConfigError:
     """Turn pydantic's report into one path-qualified line per problem, with did-you-mean for typos."""
+    from toolkit.catalog.files import excerpt  # echoed input is cut short: never dump a file back
+
     lines = []
-    for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"])
+    errors = exc.errors()
+    for err in errors[:8]:
+        path = excerpt(".".join(str(p) for p in err["loc"]), 80).strip("'\"")
         if err["type"] == "extra_forbidden":
             known = _fields_at(model, err["loc"][:-1])
-            close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+            close = difflib.get_close_matches(str(err["loc"][-1])[:100], known, n=1)
             tip = f" — did you mean '{close[0]}'?" if close else ""
             lines.append(f"{source}: unknown key '{path}'{tip}")
         else:
-            lines.append(f"{source}: {path}: {err['msg']} (got {err.get('input')!r})")
+            lines.append(f"{source}: {path}: {excerpt(err['msg'], 120).strip(chr(39))} (got {excerpt(err.get('input'))})")
+    if len(errors) > 8:
+        lines.append(f"{source}: … and {len(errors) - 8} more problems")
     return ConfigError("\n".join(lines), fix="correct the keys above; regenerate with `selfhost plan` if unsure")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -16,6 +17,34 @@ FamilyOpt = Annotated[
 def register(app: typer.Typer) -> None:
     app.command("models", help="List catalog models (geometry, context, licence).")(models_cmd)
     app.command("gpus", help="List catalog GPUs (memory, bandwidth, compute, price).")(gpus_cmd)
+    app.command("apis", help="List the closed APIs `selfhost plan` can compare against (price list and its date).")(apis_cmd)
+
+
+def apis_cmd(
+    json_out: JsonOpt = False,
+    api_prices: Annotated[Optional[Path], typer.Option("--api-prices", help="YAML price list overriding the built-in one.")] = None,
+) -> None:
+    from toolkit import catalog
+    from toolkit.commands import output
+
+    prices = catalog.api_prices(str(api_prices) if api_prices else None)
+    if json_out:
+        output.as_json(prices.model_dump(mode="json"))
+        return
+    first = {}
+    for p in prices.prices:
+        if p.tier:
+            first.setdefault(p.tier, f"{p.provider}/{p.model}")
+    rows = [
+        [f"{p.provider}/{p.model}", p.tier or "—", f"{p.input_per_mtok_usd:g}", f"{p.output_per_mtok_usd:g}",
+         "default for tier" if first.get(p.tier) == f"{p.provider}/{p.model}" else ""]
+        for p in prices.prices
+    ]
+    output.table(f"Closed-API list prices as of {prices.as_of} (USD per 1M tokens)",
+                 ["api", "tier", "input", "output", ""], rows)
+    output.line(f"Source: {prices.source}", style="dim")
+    output.line("`selfhost plan` compares against the first entry of the model's tier (small ≤ 15B active, frontier > 150B, "
+                "else mid); --api picks another, --api-prices FILE replaces the list.", style="dim")
 
 
 def models_cmd(json_out: JsonOpt = False, family: FamilyOpt = None) -> None:
@@ -43,12 +72,15 @@ def models_cmd(json_out: JsonOpt = False, family: FamilyOpt = None) -> None:
             _context(s.max_position_embeddings),
             _kv_kib(s),
             s.license,
+            output.openness_short(s.openness),
         ]
         for s in specs
     ]
-    output.table(None, ["model", "alias", "params", "layers", "ctx", "KV KiB/tok", "licence"], rows)
+    output.table(None, ["model", "alias", "params", "layers", "ctx", "KV KiB/tok", "licence", "open"], rows)
     output.line(
-        "KV KiB/tok: bf16 KV cache per token over full-attention layers (sliding layers are bounded).", style="dim"
+        "KV KiB/tok: bf16 KV cache per token over full-attention layers (sliding layers are bounded). "
+        "open: W weights · C inference code · T training code · D training data (– = not published).",
+        style="dim",
     )
 
 

@@ -16,6 +16,7 @@ import typer
 
 from toolkit.commands.lifecycle import command_line, confirm, dry_run_done, finish, run
 from toolkit.commands.options import DryRunOpt, InventoryOpt, JsonOpt, PlanArg, YesOpt
+from toolkit.commands.render import ForceOpt
 
 EXAMPLES = [
     "selfhost deploy plan.yml -i sites/prod",
@@ -33,7 +34,7 @@ _KEY_RE = re.compile(r'"Bearer ([0-9A-Za-z._~+/-]{16,})"\s+1;')
 
 def deploy(plan: PlanArg, inventory: InventoryOpt, check: CheckOpt = False, limit: LimitOpt = None,
            yes: YesOpt = False, dry_run: DryRunOpt = False, json: JsonOpt = False,
-           weights: WeightsOpt = None, out: OutOpt = None) -> None:
+           weights: WeightsOpt = None, out: OutOpt = None, force: ForceOpt = False) -> None:
     """Render PLAN for SITE, preview the changes (Ansible check mode), ask, then deploy with live progress."""
     from toolkit.commands import output
     from toolkit.deploy import runner
@@ -42,8 +43,9 @@ def deploy(plan: PlanArg, inventory: InventoryOpt, check: CheckOpt = False, limi
     from toolkit.render.site import load_site
 
     the_plan = Plan.load(plan)
+    the_plan.require_license_ok("deploy")  # render checks too; this names the command refused
     site = load_site(inventory)
-    bundle = render(the_plan, site, out or Path("build") / the_plan.name, weights_source=weights)
+    bundle = render(the_plan, site, out or Path("build") / the_plan.name, weights_source=weights, force=force)
     hosts = [h.name for h in site.hosts]
     report: dict = {"bundle": str(bundle.path)}
 

@@ -46,6 +46,22 @@ def error(exc: SelfhostError) -> None:
         err_console.print("Hint:   " + exc.hint, markup=False)
 
 
+OPENNESS_PARTS = (("weights", "W", "weights"), ("inference_code", "C", "inference code"),
+                  ("training_code", "T", "training code"), ("training_data", "D", "training data"))
+
+
+def openness_short(openness) -> str:
+    """Compact openness column: `W·C·–·–` (weights · inference code · training code · training data)."""
+    get = openness.get if isinstance(openness, dict) else lambda k: getattr(openness, k)
+    return "·".join(mark if get(key) else "–" for key, mark, _ in OPENNESS_PARTS)
+
+
+def openness_long(openness) -> str:
+    """`weights ✓ · inference code ✓ · training code ✗ · training data ✗`."""
+    get = openness.get if isinstance(openness, dict) else lambda k: getattr(openness, k)
+    return " · ".join(f"{label} {'✓' if get(key) else '✗'}" for key, _, label in OPENNESS_PARTS)
+
+
 def warn(text: str) -> None:
     err_console.print("warning: " + text, style="yellow", markup=False)
 
@@ -65,6 +81,8 @@ def plan_summary(report, *, written=None) -> None:
         ["total", "budget", "weights", "activations", "non-torch", "CUDA graphs", "KV cache", "headroom"],
         [[m.total_gib, m.requested_gib, m.weights_gib, m.activation_gib, m.non_torch_gib, m.cuda_graph_gib, m.kv_cache_gib, m.headroom_gib]],
     )
+    if m.lora_gib:
+        line(f"LoRA buffers: {m.lora_gib:g} GiB per GPU (already taken out of the KV cache above)")
     c, p = r.capacity, r.performance
     line(
         f"KV cache: {c.kv_cache_tokens:,} tokens · context {c.max_model_len:,} (up to {c.max_model_len_possible:,}) · "
@@ -81,16 +99,33 @@ def plan_summary(report, *, written=None) -> None:
             [[o.label, o.per_gpu.kv_cache_gib, o.max_concurrency, o.decode_tokens_per_s, o.aggregate_tokens_per_s,
               f"{o.monthly_usd:,.0f}" if o.monthly_usd is not None else "—"] for o in r.options],
         )
+    if getattr(r, "sizing", None):
+        line("Capacity:")
+        for step in r.sizing.how:
+            line(f"  · {step}")
     if r.cost:
         cost = r.cost
-        text = f"Cost: ${cost.monthly_usd:,.0f}/month (hardware ${cost.hardware_usd:,.0f})"
-        if cost.api_monthly_usd is not None:
-            text += f" vs {cost.api} ${cost.api_monthly_usd:,.0f}/month"
-            text += f" → break-even in {cost.break_even_months:g} months" if cost.break_even_months else " → the API stays cheaper at this volume"
-        line(text)
+        parts = " + ".join(f"{k.replace('_', ' ')} ${v:,.0f}" for k, v in cost.breakdown.items())
+        rows = [["own", f"{cost.monthly_usd:,.0f}", f"{cost.gpus_bought or '?'} GPUs bought for ${cost.hardware_usd:,.0f}: {parts}"]]
+        if cost.cloud_monthly_usd is not None:
+            rows.append(["rent GPUs in a cloud", f"{cost.cloud_monthly_usd:,.0f}", "on-demand $/GPU-hour × 730 h, + team"])
+        if cost.api:
+            volume = f"{cost.requests_per_month:,.0f} requests/month" if cost.requests_per_month else "no volume given"
+            api_cost = f"{cost.api_monthly_usd:,.0f}" if cost.api_monthly_usd is not None else "—"
+            rows.append([f"API {cost.api}", api_cost, f"{volume} (input + output tokens)"])
+        table("Monthly cost, side by side (USD)", ["option", "$/month", "what"], rows)
+        if cost.purchase_note:
+            line(f"  · {cost.purchase_note}")
+        if cost.api:
+            line(f"  · API compared: {cost.api} — {cost.api_reason or 'given'}; prices as of {cost.api_prices_as_of or 'unknown'}")
+        for a in cost.assumptions:
+            line(f"  · assumed: {a}", style="dim")
+        if cost.verdict:
+            line(f"Verdict: {cost.verdict}", style="bold")
     line(f"Quantization {r.quantization}: {r.quantization_quality}")
     lic = r.license
     line(f"Licence: {lic.summary}", style=None if lic.allowed else "red")
+    line(f"Openness: {openness_long(lic.openness)}")
     for duty in lic.duties:
         line(f"  · {duty}")
     for w in r.warnings:
@@ -208,7 +243,8 @@ def deploy_preview(changed_tasks: dict[str, list[str]], hosts: list[str]) -> Non
 def deploy_summary(result) -> None:
     """Per-host recap of a `deployer.DeployResult`, then the failed tasks with their messages."""
     rows = [[h, s.ok, s.changed, s.failed, s.unreachable, s.skipped] for h, s in result.hosts.items()]
-    table(f"{'check' if result.check else 'deploy'}: {result.status} in {result.wall_s:.0f}s",
+    what = getattr(result, "command", "deploy").split()[0]  # rollback/destroy/... name themselves
+    table(f"{'check' if result.check else what}: {result.status} in {result.wall_s:.0f}s",
           ["host", "ok", "changed", "failed", "unreachable", "skipped"], rows)
     for f in result.failed:
         err_console.print(f"FAILED {f.host} [{f.step}] {f.task}", style="bold red", markup=False)

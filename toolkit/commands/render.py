@@ -16,10 +16,11 @@ EXAMPLES = [
 
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle folder (default: build/<plan name>).")]
 WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="Model folder on this machine (overrides selfhost_weights_source).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the bundle even if files in it were edited or added by hand (they are lost).")]
 
 
 def render(plan: PlanArg, inventory: InventoryOpt, out: OutOpt = None, weights: WeightsOpt = None,
-           json: JsonOpt = False) -> None:
+           force: ForceOpt = False, json: JsonOpt = False) -> None:
     """Render PLAN for the hosts of SITE into a bundle folder (nothing is contacted)."""
     from toolkit.commands import output
     from toolkit.plan.model import Plan
@@ -27,7 +28,9 @@ def render(plan: PlanArg, inventory: InventoryOpt, out: OutOpt = None, weights: 
     from toolkit.render.site import load_site
 
     the_plan = Plan.load(plan)
-    bundle = do_render(the_plan, load_site(inventory), out or Path("build") / the_plan.name, weights_source=weights)
+    the_plan.require_license_ok("render")  # before the site is read; bundle.render() checks again
+    bundle = do_render(the_plan, load_site(inventory), out or Path("build") / the_plan.name, weights_source=weights,
+                       force=force)
     if json:
         output.as_json({"bundle": str(bundle.path), "files": bundle.files,
                         "vars": bundle.vars.model_dump(mode="json")})
@@ -37,7 +40,17 @@ def render(plan: PlanArg, inventory: InventoryOpt, out: OutOpt = None, weights: 
         if not name.startswith("project/"):  # the playbook copy is the same every time
             output.line(f"  {name}")
     output.line("  project/  (playbooks)")
-    output.line(f"next: review {bundle.path}/files/, then `selfhost deploy {bundle.path}`")
+    output.line(f"next: review {bundle.path}/files/, then `{deploy_command(plan, inventory, weights, out)}`")
+
+
+def deploy_command(plan: Path, inventory: Path, weights: Optional[Path], out: Optional[Path]) -> str:
+    """The `selfhost deploy` line that deploys what was just rendered (same plan, site, weights, folder)."""
+    import shlex
+
+    args = ["selfhost", "deploy", str(plan), "-i", str(inventory)]
+    args += ["--weights", str(weights)] if weights is not None else []
+    args += ["--out", str(out)] if out is not None else []
+    return shlex.join(args)
 
 
 def register(app: typer.Typer) -> None:

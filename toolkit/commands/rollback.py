@@ -33,11 +33,7 @@ def rollback(inventory: InventoryOpt, host: HostOpt = None, to: ToOpt = None, na
         kept = info.get(dep) or {}
         cur = (kept.get("current") or {}).get("release")
         records = {k: v for k, v in (kept.get("records") or {}).items() if v}
-        if to:
-            found = sorted({k for k, v in records.items() if k.startswith(to) or v.get("plan_digest", "").startswith(to)})
-            target = found[0] if len(found) == 1 else None
-        else:
-            target = (kept.get("previous") or {}).get("release")
+        target = ops.rollback_target(kept, to)  # chosen once: the playbook gets this value, not `to`
         label = f"{target} (plan {records[target]['plan_digest']})" if target in records else "(none kept)"
         rows.append([h, cur or "-", label, ", ".join(records)])
         report["hosts"][h] = {"current": cur, "target": target, "kept": sorted(records)}
@@ -47,7 +43,8 @@ def rollback(inventory: InventoryOpt, host: HostOpt = None, to: ToOpt = None, na
         return dry_run_done(output, json, report)
     confirm(output, f"Roll {dep} back on {len(rows)} host(s), one at a time?", yes=yes, what="roll back",
             fix="pass --yes to roll back non-interactively (review with --dry-run first)")
-    extra = {"selfhost_run": run_rec, "selfhost_name": dep, "selfhost_rollback_to": to or ""}
+    extra = {"selfhost_run": run_rec, "selfhost_name": dep, "selfhost_rollback_to": to or "",
+             "selfhost_release_targets": {h: r["target"] or "" for h, r in report["hosts"].items()}}
     result = run(runner, output, bundle, list(infos), json, title="rollback (one host at a time)",
                  steps=["lock", "release", "verify"], playbook="rollback.yml", limit=host, extravars=extra)
     ops.append_audit(bundle, result, run=run_rec, plan_digest=None, name=dep)

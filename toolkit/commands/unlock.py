@@ -26,9 +26,9 @@ def unlock(inventory: InventoryOpt, host: RequiredHostOpt, name: NameOpt = None,
     releases.append_audit(bundle, result, run=run_rec, plan_digest=None, name=dep)
     if json:
         output.as_json({"host": host, "deployment": dep, "removed_lock": lock, "unlock": result.to_dict()})
-    elif lock:
-        output.line(f"{host}: removed the lock of {lock.get('who')} (since {lock.get('since')}, "
-                    f"running {lock.get('command')})")
+    elif lock:  # the record comes from the host: no escape sequences reach the terminal
+        who, since, cmd = (runner.plain(str(lock.get(k))) for k in ("who", "since", "command"))
+        output.line(f"{host}: removed the lock of {who} (since {since}, running {cmd})")
     else:
         output.line(f"{host}: was not locked")
     result.raise_for_status()

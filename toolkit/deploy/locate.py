@@ -1,8 +1,10 @@
 """Which bundle a read-only day-2 command (doctor, status, logs) runs.
 
-`--bundle DIR` names a rendered bundle; otherwise PLAN is rendered on the fly into the same
-default place `selfhost render` and `selfhost deploy` use (`build/<plan name>`), so the
-commands always see what a deploy of that plan would. Raises `toolkit.errors`; prints nothing.
+`--bundle DIR` names a rendered bundle. With PLAN: the site's last rendered bundle when it was
+made from this very plan (so weights given with `--weights` need not be given again), else PLAN
+is rendered on the fly into the same default place `selfhost render` and `selfhost deploy` use
+(`build/<plan name>`). With neither: the bundle the site last rendered or deployed
+(SITE/.selfhost/last-bundle, written by render). Raises `toolkit.errors`; prints nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from toolkit.errors import ConfigError
 from toolkit.render.site import GROUP, Site, load_site
 
 BUILD_DIR = Path("build")
+LOCK = "selfhost.lock.yml"
 
 
 @dataclass(frozen=True)
@@ -33,21 +36,56 @@ def default_bundle_dir(plan_name: str) -> Path:
 
 
 def resolve(site_dir: Path, plan: Path | None, bundle: Path | None) -> BundleRef:
-    """The bundle for PLAN (rendered now into build/<name>) or the given `--bundle` directory."""
+    """The given `--bundle`, the bundle of PLAN, or (neither given) the one the site last rendered."""
     site = load_site(site_dir)
-    if (plan is None) == (bundle is None):
-        raise ConfigError("give either PLAN or --bundle DIR (exactly one)",
-                          hint=f"selfhost doctor -i {site_dir} plan.yml")
+    if plan is not None and bundle is not None:
+        raise ConfigError("give PLAN or --bundle DIR, not both", hint=f"selfhost status -i {site_dir}")
     if bundle is not None:
         path = Path(bundle)
+        check_bundle(path)
+    elif plan is None:
+        path = last_bundle(site)
+        if path is None:
+            raise ConfigError(f"{site.path}: no deployment recorded for this site yet",
+                              fix="deploy (or render) first, or name it: PLAN or --bundle DIR",
+                              hint=f"selfhost deploy plan.yml -i {site_dir}")
         check_bundle(path)
     else:
         from toolkit.plan.model import Plan
         from toolkit.render.bundle import render
 
         the_plan = Plan.load(plan)
-        path = render(the_plan, site, default_bundle_dir(the_plan.name)).path
+        path = _bundle_of(site, the_plan)
+        if path is None:
+            path = render(the_plan, site, default_bundle_dir(the_plan.name)).path
     return BundleRef(site=site, path=path, hosts=bundle_hosts(path))
+
+
+def last_bundle(site: Site) -> Path | None:
+    """The bundle SITE/.selfhost/last-bundle points at, when it is still there."""
+    from toolkit.render.bundle import LAST_BUNDLE
+
+    try:
+        text = (site.path / LAST_BUNDLE).read_text(errors="replace").strip()
+    except OSError:
+        return None
+    path = Path(text) if text and "\n" not in text else None
+    return path if path is not None and (path / LOCK).is_file() else None
+
+
+def _bundle_of(site: Site, plan) -> Path | None:
+    """An existing bundle (the site's last, or build/<name>) rendered from exactly this plan."""
+    for path in (last_bundle(site), default_bundle_dir(plan.name)):
+        if path is None:
+            continue
+        try:
+            lock = yaml.safe_load((path / LOCK).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(lock, dict) and lock.get("plan_digest") == plan.digest() \
+                and set(bundle_hosts(path)) == {h.name for h in site.hosts}:
+            return path
+    return None
 
 
 def check_bundle(path: Path) -> None:

@@ -5,12 +5,15 @@ The deployer takes a bundle directory (ansible-runner's private_data_dir, writte
 callback as `TaskEvent`s; the result is a `DeployResult`. It prints nothing.
 
 Secrets: tasks that touch the API key or TLS key use `no_log`, so ansible-runner's events and
-artifacts (kept under BUNDLE/artifacts/) hold only "censored" placeholders for them.
+artifacts hold only "censored" placeholders for them. Artifacts live outside the bundle (a re-render
+replaces the bundle; the artifacts an error message points at must survive it):
+`<bundle parent>/.selfhost-artifacts/<bundle name>/<run id>/`, the newest ARTIFACTS_KEEP runs kept.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +34,24 @@ _EVENT_STATUS = {
     "runner_item_on_failed": "failed",
 }
 _SECRET_HINTS = ("BEGIN PRIVATE KEY", "BEGIN EC PRIVATE KEY", "Bearer ")
+ARTIFACTS_KEEP = 20
+# The selfhost command each playbook serves: failures name it (not always `deploy`).
+COMMANDS = {"site.yml": "deploy", "check.yml": "deploy --check", "rollback.yml": "rollback",
+            "destroy.yml": "destroy", "unlock.yml": "unlock", "rotate_keys.yml": "rotate-keys",
+            "doctor.yml": "doctor", "status.yml": "status", "logs.yml": "logs", "releases.yml": "releases",
+            "audit.yml": "audit"}
+_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(text: str) -> str:
+    """`text` without ANSI colour codes or other control characters (Ansible colours its output)."""
+    return _ANSI_RE.sub("", text)
+
+
+def artifacts_dir(bundle_dir: Path) -> Path:
+    """Where ansible-runner keeps the runs of a bundle: beside it, so a re-render does not delete them."""
+    bundle_dir = Path(bundle_dir).absolute()
+    return bundle_dir.parent / ".selfhost-artifacts" / bundle_dir.name
 
 
 class DeployCanceled(DeployError):
@@ -83,6 +104,8 @@ class DeployResult:
     """host → "step: task" of every task that reported (or, in check mode, would report) a change."""
     artifacts: str | None = None
     wall_s: float = 0.0
+    command: str = field(default="deploy", repr=False)
+    """The selfhost command that ran (named in the failure message); not part of to_dict()."""
 
     @property
     def ok(self) -> bool:
@@ -94,6 +117,7 @@ class DeployResult:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d.pop("command", None)
         d["ok"] = self.ok
         return d
 
@@ -108,11 +132,13 @@ class DeployResult:
         if locked is not None:  # another run holds a host: nothing was changed
             raise LockedError(locked.message, hint=hint)
         if self.status == "timeout":
-            raise DeployTimeout(f"deploy timed out ({where})", hint=hint)
+            raise DeployTimeout(f"{self.command.split()[0]} timed out ({where})", hint=hint)
         if self.status == "canceled":
-            raise DeployCanceled("deploy canceled", hint=hint)
-        raise DeployError(f"deploy failed on {len({f.host for f in self.failed}) or '?'} host(s): {where}",
-                          fix="fix what the message names, then run `selfhost deploy` again (every step is idempotent)",
+            raise DeployCanceled(f"{self.command.split()[0]} canceled", hint=hint)
+        what = self.command.split()[0]
+        raise DeployError(f"{what} failed on {len({f.host for f in self.failed}) or '?'} host(s): {where}",
+                          fix=f"fix what the message names, then run `selfhost {self.command}` again"
+                              + (" (every step is idempotent)" if what == "deploy" else ""),
                           hint=hint)
 
 
@@ -133,7 +159,7 @@ def _message(res: dict) -> str:
         for item in res["results"]:
             if isinstance(item, dict) and item.get("failed"):
                 return _message(item)
-    text = " ".join(str(msg).split())
+    text = " ".join(plain(str(msg)).split())
     if any(h in text for h in _SECRET_HINTS):  # belt and braces: never surface key material
         return "(message withheld: it looked like it held a secret)"
     return text[:1500]
@@ -195,11 +221,12 @@ def run_info(command: str, site: str | None = None) -> dict:
 def run(bundle_dir: Path, *, check: bool = False, limit: str | None = None,
         on_event: Callable[[TaskEvent], None] | None = None, key_fetch_dir: Path | None = None,
         playbook: str = PLAYBOOK, timeout_s: int | None = None, extravars: dict | None = None,
-        on_raw_event: Callable[[dict], None] | None = None) -> DeployResult:
+        on_raw_event: Callable[[dict], None] | None = None, command: str | None = None) -> DeployResult:
     """Run `playbook` of the bundle; returns the result (call `raise_for_status()` to turn failure into an error).
 
     extravars: run-time variables (`-e`), never written into the bundle. on_raw_event: every
     ansible-runner event dict as it arrives (the read-only day-2 commands read task results from it).
+    command: the selfhost command named when the run fails (default: the one that runs `playbook`).
     """
     import time
 
@@ -217,7 +244,19 @@ def run(bundle_dir: Path, *, check: bool = False, limit: str | None = None,
         extravars["selfhost_gateway_key_fetch_dir"] = str(Path(key_fetch_dir).absolute())
     # Always explicit: ansible-runner would otherwise fall back to a stale env/cmdline file.
     cmdline = "--check" if check else f"--forks {FORKS}"
-    result = DeployResult(status="unknown", rc=-1, check=check)
+    result = DeployResult(status="unknown", rc=-1, check=check,
+                          command=command or COMMANDS.get(playbook, playbook.removesuffix(".yml")))
+    artifact_root = artifacts_dir(bundle_dir)
+    artifact_root.mkdir(parents=True, exist_ok=True)
+    # Run-time vars hold what a user typed (--since, --to, --name, the command line): passed as a file
+    # whose strings are all `!unsafe`, never as JSON on the command line, so Ansible evaluates no Jinja in them.
+    import tempfile
+
+    from toolkit.render.bundle import unsafe_yaml
+
+    vars_dir = Path(tempfile.mkdtemp(prefix="selfhost-vars-"))
+    vars_file = vars_dir / "extravars.yml"
+    vars_file.write_text(unsafe_yaml(extravars))
     started = time.monotonic()
     r = init_runner(
         private_data_dir=str(bundle_dir),
@@ -225,20 +264,26 @@ def run(bundle_dir: Path, *, check: bool = False, limit: str | None = None,
         limit=limit,
         cmdline=cmdline,
         envvars=envvars,
-        extravars=extravars,
+        extravars=str(vars_file),
         event_handler=_Collector(result, on_event, on_raw_event),
         quiet=True,
         suppress_env_files=True,  # never write our run-time options (or the key dir) into the bundle
-        rotate_artifacts=20,
+        artifact_dir=str(artifact_root),
+        rotate_artifacts=ARTIFACTS_KEEP,
         timeout=timeout_s,
         ident=f"{time.strftime('%Y%m%dT%H%M%S')}-{'check' if check else 'deploy'}",
     )
     # The bundle's env/settings may ask for Ansible's own output; the CLI owns the terminal.
     r.config.suppress_ansible_output = True
-    r.run()
+    try:
+        r.run()
+    finally:
+        import shutil
+
+        shutil.rmtree(vars_dir, ignore_errors=True)
     result.wall_s = round(time.monotonic() - started, 1)
     result.status, result.rc = r.status, r.rc
-    result.artifacts = str(bundle_dir / "artifacts" / r.config.ident)
+    result.artifacts = str(r.config.artifact_dir)
     stats = r.stats or {}
     hosts = set()
     for key in ("ok", "changed", "failures", "dark", "skipped", "processed"):
@@ -250,5 +295,6 @@ def run(bundle_dir: Path, *, check: bool = False, limit: str | None = None,
             skipped=stats.get("skipped", {}).get(h, 0))
     if result.status == "failed" and not result.failed:  # e.g. a syntax error: no task event
         tail = (r.stdout.read() if hasattr(r.stdout, "read") else "")[-1500:]
-        result.failed.append(FailedTask(host="-", step="-", task="ansible-playbook", message=" ".join(tail.split())))
+        result.failed.append(FailedTask(host="-", step="-", task="ansible-playbook",
+                                        message=" ".join(plain(tail).split())))
     return result

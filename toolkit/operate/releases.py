@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.deploy import runner
+from toolkit.render import server
 from toolkit.render.deploy_vars import DeployVars
 from toolkit.errors import ConfigError
 from toolkit.render.site import Site
@@ -47,15 +48,29 @@ class Change:
 # ---------------------------------------------------------------- releases and their diff
 
 def expected_release(dv: DeployVars) -> dict:
-    """The parts of the host's release record (selfhost_release/vars/main.yml) a new bundle decides."""
-    return {
-        "name": dv.selfhost_name,
-        "plan_digest": dv.selfhost_plan_digest,
-        "images": {"vllm": dv.selfhost_images_vllm.ref, "gateway": dv.selfhost_images_gateway.ref},
-        "vllm": {"argv": list(dv.selfhost_vllm_argv), "env": dict(dv.selfhost_vllm_env),
-                 "weights_dir": dv.selfhost_weights_dir, "model_mount": dv.selfhost_vllm_model_mount,
-                 "served_model_name": dv.selfhost_vllm_served_model_name, "image": dv.selfhost_images_vllm.ref},
-    }
+    """The release record a bundle makes: exactly what selfhost_release/tasks/record.yml stores on the host."""
+    return server.release_record(dv)
+
+
+def rollback_target(kept: dict, to: str | None) -> str | None:
+    """The release `selfhost rollback` activates on one host: the one whose id or plan digest starts with
+    `to` (None unless exactly one does), or the previous one. Chosen here only: the preview shows it and
+    the playbook gets it as a value (selfhost_release_targets), so they cannot differ."""
+    records = {k: v for k, v in (kept.get("records") or {}).items() if v}
+    if to:
+        found = sorted({k for k, v in records.items()
+                        if k.startswith(to) or str(v.get("plan_digest", "")).startswith(to)})
+        return found[0] if len(found) == 1 else None
+    prev = (kept.get("previous") or {}).get("release")
+    return prev if prev in records else None
+
+
+def _flat(record: dict) -> dict:
+    """The fields a diff compares, from a record of either schema (1: dirs and name under `vllm`)."""
+    v = record.get("vllm") or {}
+    return {"image": v.get("image"), "argv": v.get("argv") or [], "env": v.get("env") or {},
+            "weights_dir": record.get("weights_dir") or v.get("weights_dir"),
+            "served_model_name": record.get("served_model_name") or v.get("served_model_name")}
 
 
 def argv_flags(argv: list[str]) -> dict[str, str | None]:
@@ -84,7 +99,7 @@ def release_diff(current: dict | None, new: dict) -> list[Change]:
     """What changes on a host going from its `current` release record to `new` (flags one by one)."""
     if not current:
         return [Change("release", None, f"{new['plan_digest']} (first recorded release)")]
-    cv, nv = current.get("vllm") or {}, new["vllm"]
+    cv, nv = _flat(current), _flat(new)
     out: list[Change] = []
 
     def same(what, old, value):
@@ -96,12 +111,12 @@ def release_diff(current: dict | None, new: dict) -> list[Change]:
     same("gateway image", (current.get("images") or {}).get("gateway"), new["images"]["gateway"])
     same("model", _revision(cv.get("weights_dir")), _revision(nv["weights_dir"]))
     same("served name", cv.get("served_model_name"), nv["served_model_name"])
-    old_f, new_f = argv_flags(cv.get("argv") or []), argv_flags(nv["argv"])
+    old_f, new_f = argv_flags(cv["argv"]), argv_flags(nv["argv"])
     for flag in [*old_f, *(f for f in new_f if f not in old_f)]:
         o, n = old_f.get(flag, _ABSENT), new_f.get(flag, _ABSENT)
         if o != n:
             out.append(Change(f"flag {flag}", _flag_text(o), _flag_text(n)))
-    old_e, new_e = cv.get("env") or {}, nv["env"]
+    old_e, new_e = cv["env"], nv["env"]
     for key in sorted(set(old_e) | set(new_e)):
         if old_e.get(key) != new_e.get(key):
             out.append(Change(f"env {key}", old_e.get(key), new_e.get(key)))

@@ -36,7 +36,9 @@ def explain(req, resolved, option) -> list[Explanation]:
           detail=f"vLLM {req.vllm_version} default" if not req.gpu_memory_utilization else "--gpu-memory-utilization"),
         E(name="max_num_batched_tokens / max_num_seqs", value=f"{est.max_num_batched_tokens} / {est.max_num_seqs}",
           provenance="given" if req.max_num_batched_tokens else "assumed",
-          detail="vLLM's get_batch_defaults for this GPU class, max_num_seqs sized to the concurrency asked"),
+          detail="--max-num-batched-tokens / --max-num-seqs" if req.max_num_batched_tokens or req.max_num_seqs else
+          "vLLM's get_batch_defaults for this GPU class" + (
+              "" if req.workload().has_volume and not req.concurrency else ", max_num_seqs sized to the concurrency asked")),
         E(name="activation peak", value=f"{m.activation_gib} GiB", provenance="calibrated",
           detail=f"{engine.ACT_FORWARD_SHARE[True]} × one layer's intermediates for the step + "
           f"{engine.SAMPLER_LOGIT_COPIES[True]} × fp32 logits of max_num_seqs × vocab (fitted on public start-up logs)"),
@@ -48,7 +50,35 @@ def explain(req, resolved, option) -> list[Explanation]:
           detail="requested − weights − activation − non-torch − CUDA graphs"),
         E(name="context", value=str(est.capacity.max_model_len), provenance="given" if req.context else "assumed",
           detail="--context" if req.context else "default 8192 (vLLM would otherwise reserve the model maximum)"),
-        E(name="decode speed", value=f"{option.single.tokens_per_s:.0f} tokens/s", provenance="assumed",
-          detail="; ".join(throughput.assumptions(option.gpu, max(1, est.capacity.max_model_len // 2)))),
+        E(name="decode speed, one user", value=f"{option.single.per_user_tokens_per_s:.0f} tokens/s", provenance="calibrated",
+          detail="serving-speed model fitted on published vLLM benchmark runs (bench/throughput_accuracy.py): "
+          + "; ".join(throughput.assumptions(option.gpu, req.input_tokens + req.output_tokens // 2, option.quant))),
+        E(name=f"speed at {option.speed.batch} users", value=f"{option.speed.per_user_tokens_per_s:.1f} tokens/s each, "
+          f"{option.speed.tokens_per_s:.0f} tokens/s in all, TTFT {option.speed.ttft_s:.2f} s", provenance="calibrated",
+          detail=f"prompts of {req.input_tokens} and answers of {req.output_tokens} tokens (--input-tokens/--output-tokens); "
+          "other users' prefills share the decode steps (chunked prefill)"),
     ]
+    rows.extend(_economics(req, option))
+    return rows
+
+
+def _economics(req, option) -> list[Explanation]:
+    """Replicas from the workload, and every cost assumption (given by flag/file, or assumed)."""
+    E = Explanation
+    rows = []
+    sizing = getattr(option, "sizing", None)
+    if sizing is not None:
+        rows.append(E(name="replicas", value=str(sizing.replicas), provenance="derived", detail="; ".join(sizing.how)))
+    a = getattr(req, "assumptions", None)
+    if option.cost is None or a is None:
+        return rows
+    for name, info in type(a).model_fields.items():
+        rows.append(E(name=name.replace("_", " "), value=f"{getattr(a, name):g}",
+                      provenance="given" if name in a.model_fields_set else "assumed", detail=info.description or ""))
+    c = option.cost
+    if c.api:
+        rows.append(E(name="API compared", value=c.api, provenance="given" if req.api else "derived",
+                      detail=f"{c.api_reason}; price list as of {c.api_prices_as_of}"))
+    if c.verdict:
+        rows.append(E(name="verdict", value=c.verdict_kind or "", provenance="derived", detail=c.verdict))
     return rows

@@ -6,20 +6,23 @@ did-you-mean and every error names its path (`vllm.max_model_len: ...`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import ValidationError
 
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, LicenseError
 from toolkit.catalog.spec import Strict, validation_error
-from toolkit.sizing.results import Capacity, Explanation, MemoryBreakdown
+from toolkit.sizing.results import Capacity, MemoryBreakdown
 from toolkit.plan.vllm_args import VllmServeArgs
 
 PLAN_SCHEMA_VERSION = 1
+PLAN_HEADER = "# selfhost plan — generated; edit with care, it is validated on load."
 
 class ModelRef(Strict):
     id: str
@@ -66,25 +69,51 @@ class Performance(Strict):
     """Decode speed each user sees at `at_concurrency`."""
     at_concurrency: int
     """Concurrency the aggregate figure is for."""
+    ttft_s: float = 0.0
+    """Mean time to first token at `at_concurrency` (queue-free: prefill + HTTP/tokenizer overhead), seconds."""
+    saturation_tokens_per_s: float = 0.0
+    """Output tokens/s of one replica with no client cap (batch bounded by max_num_seqs and the KV cache)."""
+    input_tokens: int = 0
+    """Mean prompt tokens per request the figures assume."""
+    output_tokens: int = 0
+    """Mean output tokens per request the figures assume."""
     assumptions: list[str]
     """What the estimate assumes (bandwidth efficiency, context, routing)."""
 
 
 class Cost(Strict):
     hardware_usd: float
-    """Purchase price of all GPUs (plus host share)."""
+    """Purchase price of all GPUs bought (plus host share)."""
+    gpus_bought: int | None = None
+    """GPUs bought: replicas × GPUs per replica, rounded up to whole baseboards for SXM/OAM parts."""
+    purchase_note: str | None = None
+    """Why more GPUs are bought than the replicas use (baseboard rounding), when they are."""
     monthly_usd: float
-    """Amortized hardware + power + operations per month."""
+    """Owning per month: amortized hardware + power + operations + team."""
     breakdown: dict[str, float]
     """Named parts of monthly_usd."""
+    cloud_monthly_usd: float | None = None
+    """Renting the GPUs the replicas use, on demand at a GPU cloud, plus the team, per month (None: no cloud price)."""
     api: str | None = None
     """Closed API compared against (`provider/model`)."""
+    api_reason: str | None = None
+    """Why that API: given with --api, or the tier matching the model's size."""
+    api_prices_as_of: str | None = None
+    """Date of the API price list used."""
+    requests_per_month: float | None = None
+    """Monthly volume the comparison is for (None: no volume given)."""
     api_monthly_usd: float | None = None
-    """What the user's volume would cost on that API per month."""
+    """What the user's volume would cost on that API per month (input and output tokens)."""
     break_even_months: float | None = None
-    """Months until owning is cheaper (None: never at this volume)."""
+    """Months until owning has paid for its hardware; only when owning is cheaper per month than the API."""
+    break_even_requests_per_month: float | None = None
+    """When the API is cheaper: the monthly volume from which owning would be cheaper (None: at no volume)."""
+    verdict: str | None = None
+    """One line a manager can read."""
+    verdict_kind: Literal["self_host_mandatory", "use_api_prototype", "self_host_pays_back", "api_cheaper", "no_volume"] | None = None
+    """Which verdict, as a stable key."""
     assumptions: list[str] = []
-    """Amortization period, power price, utilization."""
+    """Every cost assumption, with the flag that overrides it."""
 
 
 class LicenseVerdict(Strict):
@@ -98,6 +127,40 @@ class LicenseVerdict(Strict):
     """What the licensee must do (attribution, AUP, naming)."""
     openness: dict[str, bool]
     """weights / inference_code / training_code / training_data open."""
+    risk_accepted: bool = False
+    """The licence does not allow the use described and the user planned anyway (`--accept-license-risk`);
+    render and deploy proceed only because of this acknowledgement."""
+
+    def require_ok(self, action: str) -> None:
+        """Raise LicenseError unless the use is allowed or its risk was accepted (the one licence gate).
+
+        action: what is refused (`plan`, `render`, `deploy`); the error names the flag that overrides it.
+        """
+        if self.allowed or self.risk_accepted:
+            return
+        how = (
+            "pass --accept-license-risk to plan anyway (recorded in plan.yml)"
+            if action == "plan"
+            else "re-plan with --accept-license-risk to acknowledge it"
+        )
+        raise LicenseError(f"licence not allowed for this use, refusing to {action}: {self.summary} — {how}")
+
+
+class AdapterRef(Strict):
+    name: str
+    """Served model name of the adapter (clients pass it as `model`)."""
+    source: str
+    """Absolute adapter directory on the control node (checked at plan time)."""
+    path: str
+    """Absolute path inside the server container (`--lora-modules NAME=PATH`), mounted read-only."""
+    rank: int
+    """Largest LoRA rank in the adapter."""
+    base_model: str
+    """adapter_config.json base_model_name_or_path (checked against the planned model)."""
+    modules: list[str]
+    """Module kinds the adapter changes."""
+    sha256: dict[str, str] | None = None
+    """File → sha256 manifest, filled when the adapter is shipped."""
 
 
 class Runtime(Strict):
@@ -120,6 +183,8 @@ class Plan(Strict):
     """Deployment name (used for directories, containers and the bundle)."""
     model: ModelRef
     """What is served."""
+    adapters: list[AdapterRef] = []
+    """LoRA adapters served beside the base model (`--enable-lora`), each under its own name."""
     hardware: Hardware
     """Where it runs."""
     vllm: VllmServeArgs
@@ -139,34 +204,74 @@ class Plan(Strict):
     warnings: list[str] = []
     """Things the operator should read before buying."""
 
+    def require_license_ok(self, action: str = "render") -> None:
+        """Refuse a plan whose licence verdict is not allowed and not acknowledged (LicenseError)."""
+        self.license.require_ok(action)
+
     def digest(self) -> str:
         """Stable content hash (recorded in the bundle lock)."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def dump(self, path: Path) -> None:
-        """Write plan.yml atomically (a failed write never leaves half a file)."""
-        text = "# selfhost plan — generated; edit with care, it is validated on load.\n"
-        text += yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, width=100)
+        """Write plan.yml atomically (a failed write never leaves half a file).
+
+        The first line records the sha256 of the body, so `selfhost plan` can tell an unchanged plan it
+        wrote (safe to replace) from a hand-edited one or any other file (refused without --force).
+        """
+        from toolkit.plan.validate import check_plan
+
+        check_plan(self, str(path))  # never write a plan that its own load would refuse
+        body = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, width=100)
+        text = f"{PLAN_HEADER} digest: sha256:{hashlib.sha256(body.encode()).hexdigest()}\n" + body
+        path = Path(path)
+        if path.exists() and not path.is_file():  # a device or FIFO is never replaced by a plan
+            raise ConfigError(f"{path}: not a regular file; refusing to replace it with a plan")
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        try:
+            tmp.write_text(text)
+            tmp.replace(path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise ConfigError(
+                f"{path}: cannot write the plan ({exc.strerror or type(exc).__name__})",
+                fix="give a writable file path with -o/--out",
+            ) from None
+
+    @staticmethod
+    def is_unchanged_output(path: Path) -> bool:
+        """True when `path` is a plan.yml this tool wrote and nobody edited since (its recorded digest matches)."""
+        from toolkit.catalog.files import PLAN_LIMIT, read_text_bounded
+
+        try:
+            text = read_text_bounded(path, PLAN_LIMIT, what="plan file")
+        except ConfigError:
+            return False
+        head, _, body = text.partition("\n")
+        found = re.fullmatch(re.escape(PLAN_HEADER) + r" digest: sha256:([0-9a-f]{64})", head)
+        return found is not None and hashlib.sha256(body.encode()).hexdigest() == found.group(1)
 
     @classmethod
     def load(cls, path: Path) -> "Plan":
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
+        """Read plan.yml (bounded: size, aliases, nesting) and validate it (`from_dict`)."""
+        from toolkit.catalog.files import PLAN_LIMIT, load_yaml
+
+        if not Path(path).exists():
             raise ConfigError(f"{path}: no such plan file", hint="selfhost plan MODEL --out plan.yml writes one")
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})")
+        data = load_yaml(Path(path), limit=PLAN_LIMIT, what="plan file")
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         return cls.from_dict(data, source=str(path))
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "plan") -> "Plan":
+        """Type-check, then check what the plan means (ranges, names, layout, the sizing itself)."""
+        from toolkit.plan.validate import check_plan
+
         try:
-            return cls.model_validate(data)
+            plan = cls.model_validate(data)
         except ValidationError as exc:
             raise validation_error(exc, cls, source) from None
+        check_plan(plan, source)
+        return plan

@@ -11,21 +11,22 @@ import re
 from dataclasses import dataclass, field
 
 from toolkit import __version__, catalog
-from toolkit.plan.costs import api_monthly_usd, monthly_cost
+from toolkit.plan import capacity
+from toolkit.plan.costs import CostAssumptions, api_monthly_usd, monthly_cost
 from toolkit.errors import NoFitError, PlanError
 from toolkit.plan.licensing import verdict
-from toolkit.plan.model import Cost, Hardware, ModelRef, Performance, Plan, Runtime
+from toolkit.plan.model import AdapterRef, Cost, Hardware, ModelRef, Performance, Plan, Runtime
 from toolkit.sizing import throughput
-from toolkit.sizing.engine import GIB, engine_profile
+from toolkit.sizing.engine import GIB, check_version, engine_profile
 from toolkit.sizing.estimate import Device, Estimate, Settings, estimate
+from toolkit.sizing.lora import LoraSettings
 from toolkit.catalog.spec import GpuSpec, QuantSpec
 from toolkit.plan.vllm_args import VLLM_VERSION, VllmServeArgs
 
 DEFAULT_CONTEXT = 8192
 GPU_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"
 CPU_IMAGE = f"selfhost/vllm-cpu:{VLLM_VERSION}"
-SECONDS_PER_MONTH = 30 * 86400
-PEAK_TO_AVERAGE = 3.0  # traffic peaks are ~3× the monthly average rate
+SECONDS_PER_MONTH = capacity.SECONDS_PER_MONTH
 QUALITY_ORDER = ["none", "fp8", "int8", "mxfp4", "gptq-int8", "awq", "gptq", "compressed-tensors", "nvfp4", "bitsandbytes"]
 
 
@@ -34,12 +35,14 @@ class PlanRequest:
     model: str
     quant: str | None = None
     context: int | None = None
-    concurrency: int = 1
+    concurrency: int | None = None  # override; default: derived from the volume, else 1 user
     tokens_per_second: float | None = None
     gpus: list[str] = field(default_factory=list)
     gpu_memory_gib: float | None = None
     budget_usd: float | None = None
     requests_per_month: int | None = None
+    requests_per_second: float | None = None  # at peak
+    ttft_p95_s: float | None = None
     input_tokens: int = 1000
     output_tokens: int = 300
     commercial: bool = True
@@ -49,6 +52,8 @@ class PlanRequest:
     cpu_kv_space_gib: float | None = None
     api: str | None = None
     api_prices_file: str | None = None
+    data_must_stay_in_network: bool = False
+    assumptions: CostAssumptions = field(default_factory=CostAssumptions)
     name: str | None = None
     # Exact layout (evaluate mode when tp is given)
     tp: int | None = None
@@ -59,6 +64,28 @@ class PlanRequest:
     kv_cache_dtype: str = "auto"
     enforce_eager: bool = False
     vllm_version: str = VLLM_VERSION
+    accept_license_risk: bool = False
+    loras: list[tuple[str, str]] = field(default_factory=list)
+    """`--lora NAME=PATH`: local adapter directories to serve beside the model."""
+    max_loras: int | None = None
+    max_lora_rank: int | None = None
+    max_cpu_loras: int | None = None
+    adapters: list = field(default_factory=list, init=False, repr=False)
+    """Checked adapters (toolkit.catalog.adapters.Adapter), filled by plan()."""
+    lora: LoraSettings | None = field(default=None, init=False, repr=False)
+    """LoRA settings the estimate uses, filled by plan()."""
+
+    @property
+    def users(self) -> int:
+        """Concurrent requests to size for when no volume is given."""
+        return self.concurrency or 1
+
+    def workload(self) -> capacity.Workload:
+        return capacity.Workload(
+            requests_per_month=self.requests_per_month, requests_per_second=self.requests_per_second,
+            peak_factor=self.assumptions.peak_factor, input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+            tokens_per_second=self.tokens_per_second, ttft_p95_s=self.ttft_p95_s, concurrency=self.concurrency,
+        )
 
     def check(self) -> None:
         """Reject absurd numbers with the field named (the CLI shows this, no traceback)."""
@@ -72,11 +99,15 @@ class PlanRequest:
             "--max-num-batched-tokens": self.max_num_batched_tokens,
             "--max-num-seqs": self.max_num_seqs,
             "--budget": self.budget_usd,
+            "--requests-per-second": self.requests_per_second,
+            "--ttft-p95": self.ttft_p95_s,
             "--input-tokens": self.input_tokens,
             "--output-tokens": self.output_tokens,
             "--cpu-memory-gib": self.cpu_memory_gib,
         }
         for flag, value in positives.items():
+            if value is not None and not math.isfinite(value):
+                raise PlanError(f"{flag} must be a finite number (got {value})")
             if value is not None and value <= 0:
                 raise PlanError(f"{flag} must be positive (got {value})")
         limits = {"--context": (self.context, 10_000_000), "--concurrency": (self.concurrency, 1_000_000),
@@ -90,6 +121,41 @@ class PlanRequest:
             raise PlanError(f"--requests-per-month must not be negative (got {self.requests_per_month})")
         if self.device not in ("gpu", "cpu"):
             raise PlanError(f"--device must be gpu or cpu (got {self.device})")
+        self._check_sense()
+        self.vllm_version = check_version(self.vllm_version)
+
+    def _check_sense(self) -> None:
+        """Every number finite and within sense, the name a valid one: one PlanError line each, input cut short."""
+        from toolkit.catalog.files import excerpt
+        from toolkit.plan.validate import NAME_RE
+
+        bounds = {  # flag: (value, lowest, highest)
+            "--context": (self.context, 16, 10_000_000),
+            "--concurrency": (self.concurrency, 1, 1_000_000),
+            "--tokens-per-second": (self.tokens_per_second, None, 1e6),
+            "--gpu-memory-gib": (self.gpu_memory_gib, 0.5, 4096),
+            "--budget": (self.budget_usd, None, 1e12),
+            "--requests-per-month": (self.requests_per_month, 0, 1e12),
+            "--monthly-active-users": (self.monthly_active_users, 0, 1e11),
+            "--input-tokens": (self.input_tokens, 1, 10_000_000),
+            "--output-tokens": (self.output_tokens, 1, 10_000_000),
+            "--cpu-memory-gib": (self.cpu_memory_gib, 1, 65536),
+            "--cpu-kv-space-gib": (self.cpu_kv_space_gib, 0.1, 65536),
+            "--max-num-seqs": (self.max_num_seqs, 1, 65536),
+            "--max-num-batched-tokens": (self.max_num_batched_tokens, 1, 1 << 24),
+        }
+        for flag, (value, lo, hi) in bounds.items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise PlanError(f"{flag} must be a finite number (got {excerpt(value)})")
+            if lo is not None and value < lo:
+                raise PlanError(f"{flag} must be at least {lo:g} (got {excerpt(value)})")
+            if value > hi:
+                raise PlanError(f"{flag} {excerpt(value)} is beyond anything plannable (max {hi:,.0f})")
+        if self.name is not None and not NAME_RE.match(self.name):
+            raise PlanError(f"--name {excerpt(self.name)} is not a valid name",
+                            fix="use lower-case letters, digits, '.', '_' or '-' (at most 63, starting with a letter or digit)")
 
 
 @dataclass
@@ -104,9 +170,11 @@ class Option:
     est: Estimate
     speed: throughput.Speed
     single: throughput.Speed
+    saturation: throughput.Speed | None = None
     replicas: int = 1
     cost: Cost | None = None
     problems: list[str] = field(default_factory=list)
+    sizing: capacity.ReplicaSizing | None = None
 
     @property
     def label(self) -> str:
@@ -145,6 +213,28 @@ def _gpu_candidates(req: PlanRequest) -> list[GpuSpec]:
     return [g for g in catalog.gpus() if g.vendor == "nvidia"]
 
 
+def _weights_for(req: PlanRequest, resolved):
+    """The checkpoint to serve for `--quant`: a format vLLM cannot produce at load time needs weights already in it.
+
+    fp8 and bitsandbytes are quantized online (`--quantization`); AWQ/GPTQ/W4A16/INT8/FP4/GGUF are not, so a
+    bf16 base resolves to the published pre-quantized repo the catalog lists, or the request is refused.
+    """
+    if not req.quant or resolved.prequantized:
+        return resolved
+    wanted = catalog.quant(req.quant)
+    if wanted.name == resolved.quant.name or (wanted.kind == "vllm" and wanted.vllm_quantization):
+        return resolved
+    from toolkit.catalog.resolve import prequantized_repo
+
+    repo = prequantized_repo(resolved.base_id, wanted.name) if resolved.source in ("catalog", "variant") else None
+    if repo is not None:
+        return catalog.resolve_model(repo)
+    raise PlanError(
+        f"{resolved.repo_id} holds no {wanted.name} weights, and vLLM cannot quantize to {wanted.name} at load time",
+        fix="pass a pre-quantized repo id or local directory as MODEL, or --quant fp8 (quantized online by vLLM)",
+    )
+
+
 def _quant_candidates(req: PlanRequest, resolved) -> list[QuantSpec]:
     if req.quant:
         wanted = catalog.quant(req.quant)
@@ -171,7 +261,9 @@ def _max_num_seqs(req: PlanRequest) -> int | None:
         return req.max_num_seqs
     if req.tp:  # evaluating an exact layout: vLLM's own default
         return None
-    return max(32, 1 << math.ceil(math.log2(max(1, req.concurrency))))
+    if req.workload().has_volume and not req.concurrency:  # the batch is derived from the volume: vLLM's default
+        return None
+    return max(32, 1 << math.ceil(math.log2(req.users)))
 
 
 def _settings(req: PlanRequest, context: int) -> Settings:
@@ -183,7 +275,90 @@ def _settings(req: PlanRequest, context: int) -> Settings:
         kv_cache_dtype=req.kv_cache_dtype,
         enforce_eager=req.enforce_eager,
         cpu_kv_space_gib=req.cpu_kv_space_gib,
+        lora=req.lora,
     )
+
+
+ADAPTER_MOUNT = "/adapters"
+"""Where adapters appear inside the server container (one read-only directory each)."""
+
+
+def _check_lora(req: PlanRequest, resolved) -> None:
+    """Check every --lora adapter against the model and fill req.adapters / req.lora (one-line errors)."""
+    from toolkit.catalog import adapters as lora_files
+
+    flags = {"--max-loras": req.max_loras, "--max-lora-rank": req.max_lora_rank, "--max-cpu-loras": req.max_cpu_loras}
+    if not req.loras:
+        given = [f for f, v in flags.items() if v is not None]
+        if given:
+            raise PlanError(f"{given[0]} needs at least one --lora NAME=PATH")
+        return
+    for flag, value in flags.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096):
+            raise PlanError(f"{flag} must be a whole number from 1 to 4096 (got {value})")
+    if req.max_lora_rank is not None and req.max_lora_rank not in lora_files.ALLOWED_RANKS:
+        raise PlanError(f"--max-lora-rank {req.max_lora_rank} is not a value vLLM accepts",
+                        fix=f"use one of {', '.join(map(str, lora_files.ALLOWED_RANKS))}")
+    max_loras = req.max_loras or lora_files.DEFAULT_MAX_LORAS
+    if req.max_cpu_loras is not None and req.max_cpu_loras < max_loras:
+        raise PlanError(f"--max-cpu-loras {req.max_cpu_loras} is below --max-loras {max_loras} (vLLM refuses it)",
+                        fix=f"use --max-cpu-loras {max_loras} or more")
+    lora_files.lora_layout(resolved.spec)  # unsupported architecture: refused before any file is read
+    accepted = [resolved.repo_id, resolved.base_id, *_config_names(resolved)]
+    seen: set[str] = set()
+    checked = []
+    for name, path in req.loras:
+        if name in seen:
+            raise PlanError(f"--lora {name}: the name is given twice", fix="give each adapter its own name")
+        seen.add(name)
+        checked.append(lora_files.check_adapter(name, path, resolved.spec, accepted, max_lora_rank=req.max_lora_rank))
+    rank = req.max_lora_rank or lora_files.round_rank(max(a.rank for a in checked))
+    req.adapters = checked
+    req.lora = LoraSettings(max_loras=max_loras, max_lora_rank=rank, max_cpu_loras=req.max_cpu_loras,
+                            adapter_bytes=max(a.tensor_bytes for a in checked))
+
+
+def _lora_args(req: PlanRequest) -> dict:
+    """VllmServeArgs fields for LoRA: absolute container paths, the rank and slots the memory was planned for."""
+    if not req.lora:
+        return {}
+    return {"enable_lora": True, "lora_modules": [f"{a.name}={ADAPTER_MOUNT}/{a.name}" for a in req.adapters],
+            "max_loras": req.lora.max_loras, "max_lora_rank": req.lora.max_lora_rank,
+            "max_cpu_loras": req.lora.max_cpu_loras}
+
+
+def _lora_notes(req: PlanRequest, o: Option) -> list[str]:
+    if not req.lora or o.est.lora is None:
+        return []
+    mem, s = o.est.lora, req.lora
+    where = "host RAM (CPU backend)" if o.gpu is None else "per GPU, out of the KV cache"
+    def size(n: float) -> str:
+        return f"{n / GIB:.2f} GiB" if n >= GIB / 10 else f"{n / 2**20:.1f} MiB"
+
+    notes = [f"LoRA: {len(req.adapters)} adapter(s), {s.max_loras} slot(s) at rank {s.max_lora_rank}: "
+             f"{size(mem.gpu_bytes)} {where}; adapter cache {size(mem.host_bytes)} host RAM"]
+    if len(req.adapters) > s.max_loras:
+        notes.append(f"LoRA: {len(req.adapters)} adapters share {s.max_loras} slot(s): requests for more adapters "
+                     "than that wait for a slot (raise --max-loras, at the KV cost above per slot)")
+    return notes
+
+
+def _config_names(resolved) -> list[str]:
+    """A local checkpoint's own name (`_name_or_path` in config.json) and directory name, for adapter matching."""
+    if resolved.source != "local" or not resolved.local_path:
+        return []
+    from pathlib import Path
+
+    from toolkit.catalog.files import CONFIG_JSON_LIMIT, load_json
+
+    names = [Path(resolved.local_path).name]
+    try:
+        cfg = load_json(Path(resolved.local_path) / "config.json", limit=CONFIG_JSON_LIMIT, what="config.json")
+    except Exception:  # already read once by the resolver; a name is only a convenience here
+        return names
+    if isinstance(cfg, dict) and isinstance(cfg.get("_name_or_path"), str):
+        names.append(cfg["_name_or_path"])
+    return names
 
 
 def _evaluate(req: PlanRequest, resolved, gpu: GpuSpec | None, tp: int, pp: int, quant: QuantSpec, context: int, api_usd) -> Option:
@@ -198,26 +373,46 @@ def _evaluate(req: PlanRequest, resolved, gpu: GpuSpec | None, tp: int, pp: int,
         device = Device(memory_gib=gpu.memory_gib, gpu=gpu)
     exact = resolved.weight_bytes if quant.name == resolved.quant.name else None
     est = estimate(spec, quant, device, settings, tp=tp, pp=pp, profile=profile, exact_weight_bytes=exact)
-    mean_ctx = max(1, context // 2)
-    batch = max(1, min(req.concurrency, int(est.capacity.max_concurrency) or 1, est.max_num_seqs))
-    kwargs = dict(tp=tp, pp=pp, context=mean_ctx, kv_bytes_per_token=est.capacity.kv_bytes_per_token)
-    speed = throughput.decode_speed(spec, est.weights, gpu, batch=batch, **kwargs)
-    single = throughput.decode_speed(spec, est.weights, gpu, batch=1, **kwargs)
-    opt = Option(gpu=gpu, count=tp * pp, tp=tp, pp=pp, quant=quant, est=est, speed=speed, single=single)
+    work = req.workload()
+
+    def at(b: int | None) -> throughput.Speed:
+        """The serving-speed model for this layout at `b` users in flight (prefill interference,
+        TTFT, the KV cache and max_num_seqs included)."""
+        return throughput.serving_speed(
+            spec, est.weights, gpu, quant, tp=tp, pp=pp, concurrency=b, input_tokens=req.input_tokens,
+            output_tokens=req.output_tokens, kv_bytes_per_token=est.capacity.kv_bytes_per_token,
+            kv_capacity_tokens=est.capacity.kv_cache_tokens or None, max_num_seqs=est.max_num_seqs,
+            max_num_batched_tokens=est.max_num_batched_tokens, enforce_eager=req.enforce_eager)
+
+    def point(b: int) -> capacity.ServingPoint:
+        s = at(b)
+        return capacity.ServingPoint(s.batch, s.per_user_tokens_per_s, s.tokens_per_s, s.ttft_s)
+
+    sizing = capacity.size(work, point, kv_capacity_tokens=est.capacity.kv_cache_tokens, max_num_seqs=est.max_num_seqs)
+    speed = at(sizing.batch_per_replica)
+    single = at(1)
+    saturation = at(None)
+    opt = Option(gpu=gpu, count=tp * pp, tp=tp, pp=pp, quant=quant, est=est, speed=speed, single=single,
+                 saturation=saturation)
     opt.problems = list(est.reasons)
-    if est.fits and est.capacity.max_concurrency < req.concurrency:
+    if est.max_num_batched_tokens < est.max_num_seqs:  # vLLM's scheduler refuses this at start-up
+        opt.problems.append(f"max_num_batched_tokens {est.max_num_batched_tokens} < max_num_seqs {est.max_num_seqs}")
+    opt.sizing, opt.replicas = sizing, sizing.replicas
+    if est.fits and (req.concurrency or not work.has_volume) and est.capacity.max_concurrency < req.users:  # full-length requests
         opt.problems.append(
-            f"KV cache holds {est.capacity.max_concurrency:g} requests of {context} tokens, {req.concurrency} needed"
+            f"KV cache holds {est.capacity.max_concurrency:g} requests of {context} tokens, {req.users} needed"
         )
-    if req.tokens_per_second and speed.per_user_tokens_per_s < req.tokens_per_second:
-        opt.problems.append(f"{speed.per_user_tokens_per_s:.0f} tokens/s per user < {req.tokens_per_second:g} asked")
-    if req.requests_per_month:
-        needed = req.requests_per_month * req.output_tokens / SECONDS_PER_MONTH * PEAK_TO_AVERAGE
-        opt.replicas = max(1, math.ceil(needed / max(speed.tokens_per_s, 1e-9)))
+    if est.fits:
+        opt.problems.extend(sizing.problems)
     if gpu is not None and gpu.street_price_usd > 0:
-        api_price, api_cost = api_usd
-        opt.cost = monthly_cost(gpu, opt.count * opt.replicas, gpus_per_host=min(opt.count, gpu.max_per_node) if pp == 1 else tp,
-                                api=api_price, api_usd=api_cost)
+        api_price, api_cost, api_reason, as_of = api_usd
+        bought, note = capacity.gpus_to_buy(gpu, opt.count * opt.replicas)
+        replica_rpm = (sizing.replica_requests_per_s * SECONDS_PER_MONTH / work.peak_factor) if work.has_volume else None
+        opt.cost = monthly_cost(gpu, bought, gpus_per_host=gpu.max_per_node, api=api_price, api_usd=api_cost,
+                                a=req.assumptions, requests_per_month=work.monthly_requests, replica_gpus=opt.count,
+                                replica_requests_per_month=replica_rpm, data_must_stay=req.data_must_stay_in_network,
+                                api_reason=api_reason, prices_as_of=as_of, purchase_note=note,
+                                gpus_needed=opt.count * opt.replicas)
         if req.budget_usd is not None and opt.cost.hardware_usd > req.budget_usd:
             opt.problems.append(f"hardware ${opt.cost.hardware_usd:,.0f} is over the ${req.budget_usd:,.0f} budget")
     return opt
@@ -227,7 +422,7 @@ def _cpu_kv_space(spec, req: PlanRequest, context: int) -> float:
     from toolkit.sizing import kv
 
     per_req = kv.request_bytes(spec, context, tp=1, pp=1, b_kv=kv.kv_dtype_bytes(req.kv_cache_dtype), batched_tokens=2048, block=16)
-    return max(1.0, math.ceil(per_req * req.concurrency * 1.25 / GIB))
+    return max(1.0, math.ceil(per_req * req.users * 1.25 / GIB))
 
 
 def _rank_key(o: Option):
@@ -236,28 +431,51 @@ def _rank_key(o: Option):
     return (monthly, o.count, q, -o.speed.tokens_per_s)
 
 
-def _api(req: PlanRequest):
+def model_tier(spec) -> tuple[str, str]:
+    """The closed-API tier a model of this size competes with, and why."""
+    from toolkit.sizing.params import param_breakdown
+
+    p = param_breakdown(spec)
+    total, active = p.total / 1e9, p.active(spec) / 1e9
+    if total > 150:
+        return "frontier", f"{total:.0f}B parameters is frontier size"
+    if active <= 15:
+        return "small", f"{active:.0f}B active parameters (≤ 15B) competes with the small/mini/flash tier"
+    return "mid", f"{active:.0f}B active parameters competes with the mid tier"
+
+
+def _api(req: PlanRequest, spec=None):
+    """(price, monthly USD at the volume or None, why this API, price-list date)."""
     prices = catalog.api_prices(req.api_prices_file)
-    key = req.api or prices.default
+    key, reason = req.api, "given with --api"
+    if not key:
+        tier, why = model_tier(spec) if spec is not None else (None, "")
+        match = next((p for p in prices.prices if tier and p.tier == tier), None)
+        if match:
+            key, reason = f"{match.provider}/{match.model}", f"{why} (first {tier}-tier entry of the price list; --api picks another)"
+        else:
+            key, reason = prices.default, "the price list's default (no entry for this model's tier)"
+    volume = req.workload().monthly_requests
     for p in prices.prices:
         if f"{p.provider}/{p.model}".lower() == key.lower() or p.model.lower() == key.lower():
-            usd = api_monthly_usd(p, req.requests_per_month, req.input_tokens, req.output_tokens) if req.requests_per_month else None
-            return p, usd
+            usd = api_monthly_usd(p, volume, req.input_tokens, req.output_tokens) if volume else None
+            return p, usd, reason, prices.as_of
     names = ", ".join(f"{p.provider}/{p.model}" for p in prices.prices)
     raise PlanError(f"unknown API '{key}'", fix=f"use --api with one of: {names}")
 
 
 def plan(req: PlanRequest) -> PlanResult:
     req.check()
-    resolved = catalog.resolve_model(req.model)
+    resolved = _weights_for(req, catalog.resolve_model(req.model))
     spec = resolved.spec
+    _check_lora(req, resolved)
     context = req.context or min(DEFAULT_CONTEXT, spec.max_position_embeddings)
     if context > spec.max_position_embeddings:
         raise PlanError(
             f"--context {context} exceeds {spec.id}'s maximum of {spec.max_position_embeddings} tokens",
             fix=f"use --context {spec.max_position_embeddings} or less",
         )
-    api = _api(req) if req.device == "gpu" else (None, None)
+    api = _api(req, spec) if req.device == "gpu" else (None, None, None, None)
     quants = _quant_candidates(req, resolved)
     options: list[Option] = []
     if req.device == "cpu":
@@ -288,7 +506,7 @@ def _no_fit(req: PlanRequest, resolved, bad: list[Option], context: int) -> NoFi
         if 256 <= possible < context:
             fixes.append(f"--context {possible} on {longest.label}")
         most = max(near, key=lambda o: o.est.capacity.max_concurrency)
-        if 1 <= most.est.capacity.max_concurrency < req.concurrency:
+        if 1 <= most.est.capacity.max_concurrency < req.users:
             fixes.append(f"--concurrency {int(most.est.capacity.max_concurrency)} on {most.label}")
     if not req.tp:
         fixes.append("more GPUs: add --gpu with a larger card (see `selfhost gpus`)")
@@ -297,7 +515,7 @@ def _no_fit(req: PlanRequest, resolved, bad: list[Option], context: int) -> NoFi
         fixes.append("a 4-bit checkpoint: --quant awq")
     reasons = sorted({p for o in bad for p in o.problems})[:6]
     return NoFitError(
-        f"nothing fits {resolved.repo_id} at context {context} with concurrency {req.concurrency}:\n  - " + "\n  - ".join(reasons),
+        f"nothing fits {resolved.repo_id} at context {context} with concurrency {req.users}:\n  - " + "\n  - ".join(reasons),
         fix="; or ".join(fixes) if fixes else "relax the constraints",
         hint="selfhost plan MODEL --explain shows where each number comes from",
     )
@@ -305,6 +523,13 @@ def _no_fit(req: PlanRequest, resolved, bad: list[Option], context: int) -> NoFi
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "model"
+
+
+def _image(version: str, cpu: bool) -> str:
+    """Server image for the vLLM release planned for (the pinned one unless --vllm-version chose another)."""
+    if version == VLLM_VERSION:
+        return CPU_IMAGE if cpu else GPU_IMAGE
+    return f"selfhost/vllm-cpu:{version}" if cpu else f"vllm/vllm-openai:v{version}"
 
 
 def _load_time_s(o: Option) -> int:
@@ -332,14 +557,22 @@ def _to_plan(req: PlanRequest, resolved, o: Option, context: int) -> Plan:
         kv_cache_dtype=req.kv_cache_dtype,
         quantization=o.quant.vllm_quantization if needs_flag else None,
         enforce_eager=req.enforce_eager,
+        **_lora_args(req),
     )
     env = {"VLLM_CPU_KVCACHE_SPACE": f"{o.est.memory.kv_cache_gib:g}"} if cpu else {}
     lic = catalog.licenses().get(spec.license) or catalog.licenses()["unknown"]
     warnings = list(o.problems)
+    if resolved.source == "local" and resolved.local_path is None:  # a bare config.json
+        warnings.append("planned from config.json alone: weight bytes are estimated from the geometry; "
+                        "plan the downloaded directory for exact sizes")
+    geforce = capacity.consumer_card_warning(o.gpu)
+    if geforce:
+        warnings.append(geforce)
     if o.quant.kind == "gguf":
         warnings.append("GGUF in vLLM is experimental and single-file only; prefer llama.cpp or an AWQ/FP8 checkpoint")
     if o.quant.kind == "vllm" and o.quant.name in ("awq", "gptq", "compressed-tensors", "bitsandbytes") and not resolved.prequantized:
         warnings.append(f"{o.quant.name} needs a pre-quantized checkpoint: pass its repo id or local directory as MODEL")
+    warnings.extend(_lora_notes(req, o))
     return Plan(
         toolkit_version=__version__,
         name=req.name or served,
@@ -352,6 +585,8 @@ def _to_plan(req: PlanRequest, resolved, o: Option, context: int) -> Plan:
             weights_gib=round((resolved.weight_bytes or o.est.weights.total) / GIB, 2),
             max_position_embeddings=spec.max_position_embeddings,
         ),
+        adapters=[AdapterRef(name=a.name, source=a.path, path=f"{ADAPTER_MOUNT}/{a.name}", rank=a.rank,
+                             base_model=a.base_model, modules=list(a.modules)) for a in req.adapters],
         hardware=Hardware(
             device="cpu" if cpu else "gpu",
             gpu=None if cpu else o.gpu.name,
@@ -362,7 +597,7 @@ def _to_plan(req: PlanRequest, resolved, o: Option, context: int) -> Plan:
             replicas=o.replicas,
         ),
         vllm=vllm,
-        runtime=Runtime(vllm_version=req.vllm_version, image=CPU_IMAGE if cpu else GPU_IMAGE, load_time_s=_load_time_s(o), env=env),
+        runtime=Runtime(vllm_version=req.vllm_version, image=_image(req.vllm_version, cpu), load_time_s=_load_time_s(o), env=env),
         memory=o.est.memory,
         capacity=o.est.capacity,
         performance=Performance(
@@ -370,9 +605,14 @@ def _to_plan(req: PlanRequest, resolved, o: Option, context: int) -> Plan:
             aggregate_tokens_per_s=round(o.speed.tokens_per_s, 1),
             per_user_tokens_per_s=round(o.speed.per_user_tokens_per_s, 1),
             at_concurrency=o.speed.batch,
-            assumptions=throughput.assumptions(o.gpu, max(1, context // 2)),
+            ttft_s=round(o.speed.ttft_s, 3),
+            saturation_tokens_per_s=round(o.saturation.tokens_per_s, 1),
+            input_tokens=req.input_tokens,
+            output_tokens=req.output_tokens,
+            assumptions=throughput.assumptions(o.gpu, req.input_tokens + req.output_tokens // 2, o.quant),
         ),
         cost=o.cost,
-        license=verdict(spec, lic, commercial=req.commercial, monthly_active_users=req.monthly_active_users),
+        license=verdict(spec, lic, commercial=req.commercial, monthly_active_users=req.monthly_active_users,
+                        accept_risk=req.accept_license_risk),
         warnings=warnings,
     )

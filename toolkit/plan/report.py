@@ -22,6 +22,38 @@ class Layout(Strict):
     """Copies of the server needed for the stated volume."""
 
 
+class SizingReport(Strict):
+    """How the replica count was derived from the workload."""
+
+    rate_per_s: float | None
+    """Peak requests per second (None: sized for --concurrency, no volume given)."""
+    in_flight: float
+    """Requests being served at once at peak (Little's law: rate × (TTFT + output tokens × TPOT))."""
+    batch_per_replica: int
+    """Sequences one replica runs at once within the service level and its KV cache."""
+    replicas: int
+    """Copies of the server needed."""
+    per_user_tokens_per_s: float
+    """Streaming speed each user sees at that batch (prefill included)."""
+    ttft_s: float
+    """Mean time to first token at that batch, seconds."""
+    limited_by: str
+    """What bounds the batch: service level, KV cache, max_num_seqs or --concurrency."""
+    how: list[str]
+    """The arithmetic, one line per step."""
+
+
+def sizing_report(o) -> SizingReport | None:
+    s = getattr(o, "sizing", None)
+    if s is None:
+        return None
+    return SizingReport(
+        rate_per_s=round(s.rate_per_s, 3) if s.rate_per_s is not None else None, in_flight=round(s.in_flight, 1),
+        batch_per_replica=s.batch_per_replica, replicas=s.replicas, per_user_tokens_per_s=round(s.per_user_tokens_per_s, 1),
+        ttft_s=round(s.ttft_s, 3), limited_by=s.limited_by, how=list(s.how),
+    )
+
+
 class OptionReport(Strict):
     label: str
     """One-line description of the layout."""
@@ -74,8 +106,10 @@ class PlanReport(Strict):
     """Context and concurrency figures."""
     performance: Performance
     """Speed estimate and its assumptions."""
+    sizing: SizingReport | None = None
+    """How replicas were derived from the workload (volume, service level, KV cache)."""
     cost: Cost | None
-    """Monthly cost and break-even."""
+    """Own vs rent vs API per month, break-even and the verdict."""
     license: LicenseVerdict
     """Licence verdict."""
     vllm_argv: list[str]
@@ -124,6 +158,7 @@ def plan_report(plan: Plan, chosen, options: list, rejected: list, *, fits: bool
         max_concurrency=plan.capacity.max_concurrency,
         capacity=plan.capacity,
         performance=plan.performance,
+        sizing=sizing_report(chosen),
         cost=plan.cost,
         license=plan.license,
         vllm_argv=plan.vllm.to_argv(),

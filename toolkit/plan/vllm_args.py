@@ -39,6 +39,16 @@ class VllmServeArgs(Strict):
     """`--host` inside the container (the container network is internal; the proxy fronts it)."""
     port: int = 8000
     """`--port` inside the container."""
+    enable_lora: bool = False
+    """`--enable-lora`: multi-LoRA serving (adapters below, each served under its own model name)."""
+    lora_modules: list[str] = []
+    """`--lora-modules NAME=PATH`: absolute container paths, so vLLM never takes a name for a hub id."""
+    max_loras: int | None = None
+    """`--max-loras`: adapter slots per batch (GPU buffers are allocated for each)."""
+    max_lora_rank: int | None = None
+    """`--max-lora-rank`: buffer rank, one of vLLM's allowed values."""
+    max_cpu_loras: int | None = None
+    """`--max-cpu-loras`: adapters cached in host RAM."""
 
     def to_argv(self) -> list[str]:
         """The argument list after `vllm serve` / `api_server`, in a stable order."""
@@ -56,4 +66,12 @@ class VllmServeArgs(Strict):
             argv += ["--quantization", self.quantization]
         if self.enforce_eager:
             argv.append("--enforce-eager")
+        if self.enable_lora:
+            argv.append("--enable-lora")
+            if self.lora_modules:
+                argv += ["--lora-modules", *self.lora_modules]
+            for flag, value in (("--max-loras", self.max_loras), ("--max-lora-rank", self.max_lora_rank),
+                                ("--max-cpu-loras", self.max_cpu_loras)):
+                if value is not None:
+                    argv += [flag, str(value)]
         return argv

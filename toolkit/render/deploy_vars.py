@@ -38,6 +38,101 @@ class TlsConfig(Strict):
     """Control-node directory with `<inventory_hostname>.crt` / `.key` per host (internal-ca mode; keys 0600)."""
 
 
+class Mount(Strict):
+    type: Literal["bind"] = "bind"
+    """Docker mount type (host directories only)."""
+    source: str
+    """Host path."""
+    target: str
+    """Path inside the container."""
+    read_only: bool | None = None
+    """True: mounted read-only (the weights). None: read-write (Docker's default, left unset so the module
+    compares it as before); the role creates a read-write source before start."""
+
+
+class DeviceRequest(Strict):
+    driver: str = "nvidia"
+    """Device driver (the NVIDIA container toolkit)."""
+    count: int
+    """GPUs to hand the container; -1 = all."""
+    capabilities: list[list[str]] = [["gpu"]]
+    """Docker device capabilities (OR of AND lists)."""
+
+
+class Healthcheck(Strict):
+    test: list[str]
+    """Health test in Docker `CMD` form (first item `CMD`)."""
+    interval: str
+    """Time between probes (`10s`)."""
+    timeout: str
+    """Time one probe may take."""
+    retries: int
+    """Failed probes in a row (after start_period) before the container counts as unhealthy."""
+    start_period: str
+    """Grace period while the weights load; failures then do not count."""
+
+
+class ServerSpec(Strict):
+    """The inference server container, decided once: `community.docker.docker_container` runs it
+    (playbooks/roles/selfhost_vllm/tasks/container.yml), the bundle's compose file is serialized from it,
+    and the host's release record keeps it so a rollback runs exactly it again."""
+
+    container: str
+    """Container name."""
+    image: str
+    """Image reference (never pulled by the role: the images step loads it)."""
+    argv: list[str]
+    """Exact server arguments (the image's entrypoint is the OpenAI API server)."""
+    env: dict[str, str]
+    """Environment; the forced offline/telemetry switches are in it and cannot be overridden."""
+    labels: dict[str, str]
+    """Container labels (`org.selfhost.name`, `org.selfhost.plan-digest`: read by `selfhost status`)."""
+    mounts: list[Mount]
+    """Weights (read-only) and the compile cache (read-write)."""
+    network: str
+    """The one Docker network the server joins (internal: no route out); its alias is the container name."""
+    ipc_mode: Literal["host"] | None = None
+    """`host` for tensor parallel (NCCL); None: Docker's private namespace with `shm_size`."""
+    shm_size: str | None = None
+    """/dev/shm size when the IPC namespace is private (None with ipc_mode host: the host's /dev/shm)."""
+    device_requests: list[DeviceRequest] = []
+    """GPU request; empty on CPU."""
+    healthcheck: Healthcheck
+    """Container health check (the deploy and rollback wait for `healthy`)."""
+    restart_policy: Literal["unless-stopped", "always", "on-failure", "no"] = "unless-stopped"
+    """Docker restart policy."""
+    security_opts: list[str] = ["no-new-privileges:true"]
+    """Docker security options."""
+
+
+class ReleaseInfo(Strict):
+    """The host's release record apart from the server spec: the role writes this plus `vllm:` (the
+    ServerSpec) to releases/<release>.json; `release` is the content address of the whole record."""
+
+    release: str
+    """Release id: first 16 hex of the SHA-256 of the record (this and `vllm`) without this field."""
+    record_schema: int = 2
+    """Layout of the record (1: written by Ansible before the server spec existed; not re-applicable)."""
+    name: str
+    """Deployment name."""
+    plan_digest: str
+    """Digest of the plan."""
+    images: dict[str, str]
+    """`vllm` and `gateway` image references (destroy --purge removes them)."""
+    weights_dir: str
+    """Host directory of this release's weights (must still exist for a rollback)."""
+    cache_dir: str
+    """Host directory of the compile cache."""
+    served_model_name: str
+    """Model name clients use (verify asks for it)."""
+    gateway: dict[str, str | int]
+    """Gateway container, image, dir, mount and port (verify goes through it)."""
+    networks: dict[str, str]
+    """`internal` and `edge` Docker network names."""
+    systemd_unit: str
+    """Boot unit name."""
+
+
 class DeployVars(Strict):
     selfhost_name: str
     """Deployment name; prefixes containers, networks and directories."""
@@ -84,16 +179,22 @@ class DeployVars(Strict):
     selfhost_weights_dir: str
     """Host directory the weights are copied to (mounted read-only into the server)."""
 
-    # Inference server
+    # Inference server. `selfhost_server` is what the roles run; the selfhost_vllm_* fields below are the
+    # decisions it is made from (runbooks, preflight and the gateway read some of them). No playbook builds
+    # the container from them (tests/unit/test_ops_write.py checks it).
+    selfhost_server: ServerSpec
+    """The inference server container (the one spec the role runs, compose shows and a release keeps)."""
+    selfhost_release: ReleaseInfo
+    """The rest of this release's record; the role stores it with `vllm: selfhost_server` after verify."""
     selfhost_vllm_container: str
     """Container name of the inference server."""
-    selfhost_vllm_argv: list[str]
+    selfhost_vllm_argv: list[str] 
     """Exact server arguments (the image's entrypoint is the OpenAI API server)."""
-    selfhost_vllm_env: dict[str, str]
+    selfhost_vllm_env: dict[str, str] 
     """Environment of the server: offline switches, telemetry off, device settings."""
-    selfhost_vllm_model_mount: str
+    selfhost_vllm_model_mount: str 
     """Where the weights appear inside the container."""
-    selfhost_vllm_cache_dir: str
+    selfhost_vllm_cache_dir: str 
     """Host directory of vLLM's compile cache (torch.compile / CUDA-graph artifacts), mounted read-write:
     a restart, heal or rollback of the same model and flags skips recompiling."""
     selfhost_vllm_cache_mount: str = "/var/cache/vllm"
@@ -106,11 +207,11 @@ class DeployVars(Strict):
     """/dev/shm size (tensor parallel needs more than Docker's 64 MB)."""
     selfhost_vllm_ipc_host: bool = False
     """Share the host IPC namespace (NCCL with tensor parallel)."""
-    selfhost_vllm_health_start_period_s: int
+    selfhost_vllm_health_start_period_s: int 
     """Health-check grace period, from the plan's load-time estimate (slow loads are not killed)."""
     selfhost_vllm_served_model_name: str
     """Model name clients use."""
-    selfhost_vllm_healthcheck: list[str]
+    selfhost_vllm_healthcheck: list[str] 
     """Container health test (Docker `CMD` form, first item `CMD`); needs only python3 in the image."""
     selfhost_health_interval_s: int = 10
     """Seconds between health probes (both containers)."""

@@ -2,27 +2,112 @@
 
     SITE/hosts.yml                  Ansible YAML inventory; group `inference` holds the servers
     SITE/group_vars/inference.yml   ansible_* connection keys (passed through) + typed selfhost_* settings
+    SITE/group_vars/all.yml         the same keys, below inference.yml (Ansible's order: all < group < host)
+    SITE/host_vars/<host>.yml       per-host ansible_* keys (selfhost_* settings are per deployment)
+    SITE/.selfhost/last-bundle      the bundle last rendered for this site (day-2 commands use it)
     SITE/templates/                 ejected templates that override the packaged ones
     SITE/pki/                       internal CA and per-host certificates (made on first render)
     SITE/.cache/                    weight-hash cache (re-renders of a 140 GB model are not re-hashed)
+
+Nothing in a site is trusted: every var at every level is checked by name, pattern and range
+(see `_check_vars` and SiteSettings' validators); no string may hold a control character or Jinja.
+Any other file under group_vars/ or host_vars/ is an error (it would otherwise be silently ignored).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import posixpath
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import ValidationError
+from pydantic import ValidationError, field_validator
 
+from toolkit.catalog.files import SITE_LIMIT, load_yaml
 from toolkit.errors import ConfigError
 from toolkit.catalog.spec import validation_error
 from toolkit.resources import data_dir
 from toolkit.catalog.spec import Strict
 
 GROUP = "inference"
+
+# Input rules. Every value that reaches a rendered file, a shell snippet or Ansible passes one of these.
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # newlines, NUL, ANSI, unicode line breaks
+JINJA_RE = re.compile(r"{{|{%|{#|}}|%}|#}")  # Ansible would evaluate these on the control node
+HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # inventory names: also file and cert names
+DNS_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")  # RFC 1123
+USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+VAR_KEY_RE = re.compile(r"^(ansible|selfhost)_[a-z0-9_]+$")
+MAX_BODY_RE = re.compile(r"^[0-9]{1,9}[kKmMgG]?$")  # nginx size syntax
+IMAGE_REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")  # docker image reference characters
+PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,100}(=[A-Za-z0-9.+:~-]{1,100})?$")  # apt name[=version]
+ENV_KEY_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+ROOT_RE = re.compile(r"^/[A-Za-z0-9._/-]+$")
+SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
+               "/sys", "/usr")  # selfhost_root may not be (under) one of these
+TOP_DIRS = ("/home", "/media", "/mnt", "/opt", "/root", "/srv", "/tmp", "/var", "/var/lib", "/snap")  # nor one of these
+PORT_KEYS = ("ansible_port", "ansible_ssh_port", "selfhost_gateway_port")
+
+
+def check_text(value, where: str) -> str:
+    """Any string from a site or plan: no control characters (newline, NUL, ESC, U+2028/9) and no Jinja."""
+    text = str(value)
+    if CONTROL_RE.search(text):
+        raise ConfigError(f"{where}: control characters (newline, NUL, escape, line separator) are not allowed "
+                          f"(got {text!r})")
+    if JINJA_RE.search(text):
+        raise ConfigError(f"{where}: template markers ('{{{{', '{{%', '{{#') are not allowed (got {text!r})",
+                          fix="write the value literally")
+    return text
+
+
+def check_address(value, where: str) -> str:
+    """An IP address, or a DNS name by RFC 1123 (never an option-looking `-x`, never a bad dotted quad)."""
+    text = str(value)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    labels = text.rstrip(".").split(".") if text else []
+    if (not labels or len(text) > 253 or not all(DNS_LABEL_RE.match(lb) for lb in labels)
+            or re.fullmatch(r"[0-9.]+", text)):
+        raise ConfigError(f"{where}: '{text}' is neither an IP address nor a DNS host name",
+                          fix="use an address like 10.0.0.11 or a name like gpu-01.lab.internal")
+    return text
+
+
+def check_port(value, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigError(f"{where}: port must be a number from 1 to 65535 (got {value!r})")
+    return value
+
+
+def check_root(value: str) -> str:
+    """selfhost_root: absolute, normalised, plain characters, and not a system directory."""
+    if not ROOT_RE.match(value) or posixpath.normpath(value) != value or value.startswith("//"):
+        raise ValueError("must be an absolute, normalised path of letters, digits, '.', '_', '-' "
+                         "(e.g. /opt/selfhost)")
+    if value in TOP_DIRS or any(value == d or value.startswith(d + "/") for d in SYSTEM_DIRS):
+        raise ValueError("must not be a system directory; use a folder of its own such as /opt/selfhost")
+    return value
+
+
+def check_env(env: dict, forced: dict, where: str) -> None:
+    """Container environment from a plan: keys `^[A-Z_][A-Z0-9_]*$`, values without control characters,
+    and the forced (offline/telemetry) settings cannot be changed."""
+    for key, value in env.items():
+        if not ENV_KEY_RE.match(str(key)):
+            raise ConfigError(f"{where}: environment name {str(key)!r} must match [A-Z_][A-Z0-9_]*")
+        if CONTROL_RE.search(str(value)):
+            raise ConfigError(f"{where}.{key}: control characters (newline, NUL, escape) are not allowed "
+                              f"(got {str(value)!r})")
+        if key in forced and str(value) != forced[key]:
+            raise ConfigError(f"{where}.{key}: forced to {forced[key]!r} (the server stays offline); "
+                              "it cannot be overridden", fix=f"remove {key} from runtime.env")
 
 
 class SiteSettings(Strict):
@@ -60,6 +145,65 @@ class SiteSettings(Strict):
     """Install Docker from the site's package mirror when missing."""
     selfhost_runtime_driver_package: str | None = None
     """NVIDIA driver package to install and hold on GPU hosts (e.g. nvidia-driver-550-server)."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _plain_text(cls, v):
+        if isinstance(v, str):
+            if CONTROL_RE.search(v):
+                raise ValueError("control characters (newline, NUL, escape, line separator) are not allowed")
+            if JINJA_RE.search(v):
+                raise ValueError("template markers ('{{', '{%', '{#') are not allowed")
+            if v.startswith("-"):
+                raise ValueError("must not start with '-'")
+        return v
+
+    @field_validator("selfhost_root")
+    @classmethod
+    def _root(cls, v: str) -> str:
+        return check_root(v)
+
+    @field_validator("selfhost_gateway_port")
+    @classmethod
+    def _port(cls, v: int) -> int:
+        if not 1 <= v <= 65535:
+            raise ValueError("must be from 1 to 65535")
+        return v
+
+    @field_validator("selfhost_gateway_max_body")
+    @classmethod
+    def _max_body(cls, v: str) -> str:
+        if not MAX_BODY_RE.match(v):
+            raise ValueError("must be a size like 4m, 512k, 1g or 1048576")
+        return v
+
+    @field_validator("selfhost_images_vllm_ref", "selfhost_images_gateway_ref")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        if v is not None and not IMAGE_REF_RE.match(v):
+            raise ValueError("must be an image reference like registry.internal:5000/vllm/vllm-openai:v0.8.5")
+        return v
+
+    @field_validator("selfhost_runtime_driver_package")
+    @classmethod
+    def _package(cls, v: str | None) -> str | None:
+        if v is not None and not PACKAGE_RE.match(v):
+            raise ValueError("must be a package name like nvidia-driver-550-server (optionally =VERSION)")
+        return v
+
+    @field_validator("selfhost_verify_egress_probe")
+    @classmethod
+    def _probe(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        host, sep, port = v.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            check_address(host, "host")
+            check_port(int(port) if port.isdigit() else None, "port")
+        except ConfigError:
+            raise ValueError("must be host:port (an IP address or DNS name, and a port 1-65535)") from None
+        return v
 
 
 @dataclass(frozen=True)
@@ -104,33 +248,130 @@ def init_site(path: Path) -> list[Path]:
 
 
 def load_site(path: Path) -> Site:
+    """Read and validate a site. Vars merge as Ansible merges them: all < inference < host, where each
+    level's inventory `vars:` come before its group_vars/host_vars file. Every level is validated."""
     path = Path(path)
     hosts_file = path / "hosts.yml"
     if not path.is_dir():
         raise ConfigError(f"{path}: no such site folder", hint=f"selfhost init {path}  creates one")
     inventory = _read_yaml(hosts_file, required=True)
+    _check_strings(inventory, str(hosts_file))
     group = _find_group(inventory, hosts_file)
     hosts = _hosts(group, hosts_file)
-    gv_file = path / "group_vars" / f"{GROUP}.yml"
-    group_vars = _read_yaml(gv_file, required=False)
+    var_files = _var_files(path, [h.name for h in hosts])
+    all_vars = (inventory.get("all") or {}).get("vars") if isinstance(inventory.get("all"), dict) else None
+    levels = [  # (source, vars) from lowest to highest precedence, group level
+        (f"{hosts_file}: all.vars", all_vars or {}),
+        (str(var_files["all"]), _read_yaml(var_files["all"], required=False)),
+        (f"{hosts_file}: {GROUP}.vars", group.get("vars") or {}),
+        (str(var_files[GROUP]), _read_yaml(var_files[GROUP], required=False)),
+    ]
+    group_vars: dict = {}
+    for source, layer in levels:
+        group_vars.update(_check_vars(layer, source))
+        _settings({k: v for k, v in layer.items() if not str(k).startswith("ansible_")}, source)  # names the file
     connection = {k: v for k, v in group_vars.items() if str(k).startswith("ansible_")}
     rest = {k: v for k, v in group_vars.items() if k not in connection}
-    try:
-        settings = SiteSettings.model_validate(rest)
-    except ValidationError as exc:
-        raise validation_error(exc, SiteSettings, str(gv_file)) from None
+    settings = _settings(rest, str(var_files[GROUP]))
+    for h in hosts:  # host level: host line, then host_vars/<host>.yml
+        hfile = var_files.get(f"host:{h.name}")
+        line = group["hosts"][h.name] or {}
+        hlayer = {**_check_vars(line, f"{hosts_file}: {GROUP}.hosts.{h.name}"),
+                  **(_check_vars(_read_yaml(hfile, required=False), str(hfile)) if hfile else {})}
+        own = {k: v for k, v in hlayer.items() if not str(k).startswith("ansible_")}
+        if own:
+            where = str(hfile) if hfile else f"{hosts_file}: {GROUP}.hosts.{h.name}"
+            host_settings = _settings({**rest, **own}, where)
+            changed = sorted(k for k in own if getattr(host_settings, k) != getattr(settings, k))
+            if changed:
+                raise ConfigError(f"{where}: {', '.join(changed)} differs per host; a deployment has one value",
+                                  fix=f"set it in group_vars/{GROUP}.yml")
+        if hfile:  # the bundle has no host_vars folder: the host line carries its connection vars
+            conn = {k: v for k, v in hlayer.items() if str(k).startswith("ansible_")}
+            group["hosts"][h.name] = {**line, **conn} or None
+        address = (group["hosts"][h.name] or {}).get("ansible_host")
+        if address is not None and str(address) != h.address:
+            h = SiteHost(name=h.name, address=str(address))
+        hosts[[x.name for x in hosts].index(h.name)] = h
     return Site(path=path, inventory=inventory, hosts=hosts, settings=settings, connection=connection)
 
 
-def _read_yaml(path: Path, *, required: bool) -> dict:
+def _settings(values: dict, source: str) -> SiteSettings:
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
+        return SiteSettings.model_validate(values)
+    except ValidationError as exc:
+        raise validation_error(exc, SiteSettings, source) from None
+
+
+def _var_files(path: Path, host_names: list[str]) -> dict[str, Path]:
+    """group_vars/{all,inference}.yml and host_vars/<host>.yml; any other file there is an error."""
+    found: dict[str, Path] = {"all": path / "group_vars" / "all.yml", GROUP: path / "group_vars" / f"{GROUP}.yml"}
+    unknown: list[Path] = []
+    for folder, names in (("group_vars", ["all", GROUP]), ("host_vars", host_names)):
+        d = path / folder
+        if not d.is_dir():
+            continue
+        for f in sorted(d.iterdir()):
+            if f.name.startswith("."):
+                continue
+            stem, ext = (f.stem, f.suffix) if f.is_file() else (f.name, "")
+            if f.is_file() and ext in (".yml", ".yaml") and stem in names:
+                key = stem if folder == "group_vars" else f"host:{stem}"
+                if key in found and found[key] != f and found[key].is_file():
+                    unknown.append(f)  # both x.yml and x.yaml: ambiguous
+                else:
+                    found[key] = f
+            else:
+                unknown.append(f)
+    if unknown:
+        raise ConfigError("selfhost does not read " + ", ".join(str(f) for f in unknown)
+                          + f" (only group_vars/all.yml, group_vars/{GROUP}.yml and host_vars/<inventory host>.yml)",
+                          fix="move those settings into one of the files read, or remove the files")
+    return found
+
+
+def _check_strings(node, where: str) -> None:
+    """Every key and string anywhere in a site file: no control characters, no Jinja."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            check_text(k, f"{where}: key")
+            _check_strings(v, f"{where}.{k}" if ": " in where else f"{where}: {k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_strings(v, f"{where}[{i}]")
+    elif isinstance(node, str):
+        check_text(node, where)
+
+
+def _check_vars(layer: dict, source: str) -> dict:
+    """One level of vars: only ansible_*/selfhost_* names, connection values by pattern and range."""
+    if not isinstance(layer, dict):
+        raise ConfigError(f"{source}: expected a mapping of vars (got {layer!r})")
+    _check_strings(layer, source)
+    for key, value in layer.items():
+        where = f"{source}: {key}"
+        if not VAR_KEY_RE.match(str(key)):
+            raise ConfigError(f"{where}: unknown variable (only ansible_* connection keys and selfhost_* settings)")
+        if isinstance(value, (dict, list)) and str(key).startswith("ansible_"):
+            raise ConfigError(f"{where}: expected a single value")
+        if key == "ansible_host":
+            check_address(value, where)
+        elif key in PORT_KEYS and str(key).startswith("ansible_"):
+            check_port(value, where)
+        elif key in ("ansible_user", "ansible_ssh_user", "ansible_become_user") and not USER_RE.match(str(value)):
+            raise ConfigError(f"{where}: '{value}' is not a user name (letters, digits, '_', '.', '-')")
+        elif isinstance(value, str) and value.startswith("-") and not str(key).endswith("_args"):
+            raise ConfigError(f"{where}: must not start with '-' (got {value!r})")  # ssh/scp *_args are options
+    return layer
+
+
+def _read_yaml(path: Path, *, required: bool) -> dict:
+    """A site file through the bounded reader (size cap, no alias bombs, one-line errors)."""
+    if not path.exists() and not path.is_symlink():
         if required:
-            raise ConfigError(f"{path}: missing", hint=f"selfhost init NEW_SITE  shows the expected layout") from None
+            raise ConfigError(f"{path}: missing", hint=f"selfhost init NEW_SITE  shows the expected layout")
         return {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    data = load_yaml(path, limit=SITE_LIMIT, what="site file")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -159,6 +400,9 @@ def _hosts(group: dict, source: Path) -> list[SiteHost]:
     for name, hvars in hosts.items():
         if hvars is not None and not isinstance(hvars, dict):
             raise ConfigError(f"{source}: {GROUP}.hosts.{name}: expected a mapping of host vars (got {hvars!r})")
+        if not isinstance(name, str) or not HOST_NAME_RE.match(name):
+            raise ConfigError(f"{source}: {GROUP}.hosts: {str(name)!r} is not a valid host name",
+                              fix="use letters, digits, '.', '_' or '-' (e.g. gpu-01), starting with a letter or digit")
         address = (hvars or {}).get("ansible_host")
         result.append(SiteHost(name=str(name), address=None if address is None else str(address)))
     return result

@@ -1,15 +1,19 @@
 """Template lookup: a site's `templates/<name>` overrides the packaged `templates/<name>`.
 
 Jinja runs with StrictUndefined: a template that names a missing field fails the render instead of
-writing an empty string into a config file. Only `*.j2` files are templates.
+writing an empty string into a config file. Only `*.j2` files are templates. Site templates are
+user input: every template runs in Jinja's immutable sandbox (no attribute tricks such as
+`''.__class__`, no mutating the context). The `shquote` filter quotes a value for a POSIX shell.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shlex
 from pathlib import Path
 
 import jinja2
+import jinja2.sandbox
 
 from toolkit.errors import RenderError
 from toolkit.resources import data_dir
@@ -36,7 +40,7 @@ class Templates:
         self.override_dir = override_dir
         self.packaged = packaged_dir()
         search = [str(d) for d in (override_dir, self.packaged) if d is not None]
-        self.env = jinja2.Environment(
+        self.env = jinja2.sandbox.ImmutableSandboxedEnvironment(
             loader=jinja2.FileSystemLoader(search),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
@@ -44,6 +48,7 @@ class Templates:
             lstrip_blocks=True,
             autoescape=False,
         )
+        self.env.filters["shquote"] = shquote
 
     def source(self, name: str) -> Path:
         """File the name resolves to (override when present)."""
@@ -70,3 +75,11 @@ class Templates:
                               fix="use only the fields listed in templates/README.md") from None
         except jinja2.TemplateSyntaxError as exc:
             raise RenderError(f"{exc.filename or name}:{exc.lineno}: {exc.message}") from None
+        except jinja2.sandbox.SecurityError as exc:
+            raise RenderError(f"{self.source(name)}: refused by the template sandbox ({exc})",
+                              fix="use only the fields listed in templates/README.md") from None
+
+
+def shquote(value) -> str:
+    """`value` as one word for a POSIX shell (the runbook's copy-paste snippets)."""
+    return shlex.quote(str(value))

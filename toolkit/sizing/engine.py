@@ -7,8 +7,10 @@ own defaults read from its source (sizing-notes §4).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from toolkit.errors import PlanError
 from toolkit.sizing.kv import cdiv
 from toolkit.catalog.spec import ModelSpec
 
@@ -34,6 +36,34 @@ def _version_tuple(version: str) -> tuple[int, int]:
     digits = "".join(c if c.isdigit() or c == "." else " " for c in version).split()
     parts = (digits[0] if digits else "0.32").split(".")
     return int(parts[0] or 0), int(parts[1]) if len(parts) > 1 and parts[1] else 0
+
+
+# Releases selfhost can plan for: (first, last) minor versions with the same memory behaviour, and what
+# sets the range apart. The last range ends at the pinned release (plan/vllm_args.py VLLM_VERSION); a newer
+# vLLM may change its defaults, so it is refused rather than guessed.
+PROFILE_RANGES: tuple[tuple[tuple[int, int], tuple[int, int], str], ...] = (
+    ((0, 6), (0, 7), "V0 engine"),
+    ((0, 8), (0, 13), "V1 engine, CUDA graphs outside the KV budget"),
+    ((0, 14), (0, 24), "CUDA graphs inside the KV budget"),
+    ((0, 25), (0, 32), "default --gpu-memory-utilization 0.92"),
+)
+_RELEASE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[.+-]?(?:post|rc|dev)\d*)?$")
+
+
+def known_profiles() -> str:
+    """The plannable release ranges in one line (`0.6–0.7 (V0 engine), …`)."""
+    return ", ".join(f"{a[0]}.{a[1]}–{b[0]}.{b[1]} ({what})" for a, b, what in PROFILE_RANGES)
+
+
+def check_version(version: str) -> str:
+    """The release normalized (`v0.10.2` → `0.10.2`); PlanError when no engine profile covers it."""
+    text = str(version).strip()
+    m = _RELEASE.match(text)
+    if m:
+        minor = (int(m.group(1)), int(m.group(2)))
+        if any(first <= minor <= last for first, last, _ in PROFILE_RANGES):
+            return text.lstrip("v") if m.group(3) is not None else f"{minor[0]}.{minor[1]}.0"
+    raise PlanError(f"no engine profile for vLLM '{version}': --vllm-version must be a release in {known_profiles()}")
 
 
 def engine_profile(version: str = "0.32.0", *, v1: bool | None = None) -> EngineProfile:

@@ -1,7 +1,7 @@
 """vLLM's start-up budget for one exact layout (sizing-notes §5.3): does it fit, and what KV is left.
 
     requested = total × gpu_memory_utilization
-    kv_pool   = requested − weights − activation peak − non-torch (− CUDA graphs when budgeted)
+    kv_pool   = requested − weights − LoRA buffers − activation peak − non-torch (− CUDA graphs when budgeted)
     fits      = layout valid ∧ startup check ∧ kv_pool holds one max_model_len request ∧ graph headroom ≥ 0
 """
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from toolkit.sizing.results import Capacity, Explanation, MemoryBreakdown
 from toolkit.sizing import engine, kv
 from toolkit.sizing.engine import GIB, EngineProfile
+from toolkit.sizing.lora import LoraMemory, LoraSettings, lora_memory
 from toolkit.sizing.weights import WeightBytes, per_rank_bytes, weight_bytes
 from toolkit.catalog.spec import GpuSpec, ModelSpec, QuantSpec
 
@@ -30,6 +31,8 @@ class Settings:
     kv_cache_dtype: str = "auto"
     enforce_eager: bool = False
     cpu_kv_space_gib: float | None = None
+    lora: LoraSettings | None = None
+    """`--enable-lora` settings; None = LoRA off."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class Estimate:
     layout_ok: bool = True
     """vLLM would accept the layout (heads, alignment, compute capability)."""
     explain: list[Explanation] = field(default_factory=list)
+    lora: LoraMemory | None = None
+    """LoRA buffers (per rank) and the host-RAM adapter cache, when LoRA is on."""
 
 
 def layout_problems(model: ModelSpec, quant: QuantSpec, tp: int, pp: int, gpu: GpuSpec | None) -> list[str]:
@@ -110,6 +115,8 @@ def estimate(
     reasons = layout_problems(model, quant, tp, pp, device.gpu)
     layout_ok = not reasons
     total = device.memory_gib * GIB
+    lora = lora_memory(model, settings.lora, tp=tp, pp=pp, max_num_batched_tokens=T, max_num_seqs=seqs) if settings.lora else None
+    lora_b = float(lora.gpu_bytes) if lora else 0.0
 
     if device.kind == "cpu":
         gmu = None
@@ -117,11 +124,12 @@ def estimate(
         kv_space = (settings.cpu_kv_space_gib or 4.0) * GIB
         requested = kv_space
         pool = kv_space
-        headroom = total - w_rank - kv_space - CPU_RUNTIME_OVERHEAD_GIB * GIB
+        lora_host = lora_b + (lora.host_bytes if lora else 0)  # CPU: LoRA buffers and adapter cache are host RAM
+        headroom = total - w_rank - kv_space - CPU_RUNTIME_OVERHEAD_GIB * GIB - lora_host
         if headroom < 0:
             reasons.append(
                 f"host RAM {device.memory_gib:.1f} GiB < weights {w_rank / GIB:.2f} + KV space {kv_space / GIB:.1f} "
-                f"+ runtime {CPU_RUNTIME_OVERHEAD_GIB:.0f} GiB"
+                f"+ runtime {CPU_RUNTIME_OVERHEAD_GIB:.0f} GiB" + (f" + LoRA {lora_host / GIB:.2f} GiB" if lora else "")
             )
     else:
         gmu = settings.gpu_memory_utilization or profile.gpu_memory_utilization
@@ -129,7 +137,8 @@ def estimate(
         act = engine.activation_peak_bytes(model, profile, batched_tokens=T, max_num_seqs=seqs, tp=tp)
         nt = engine.non_torch_bytes(tp)
         graphs = engine.cuda_graph_bytes(model, pp=pp, enforce_eager=settings.enforce_eager)
-        pool = requested - w_rank - act - nt - (graphs if profile.graphs_in_budget else 0.0)
+        # LoRA buffers are allocated while the model loads ("Model loading took …"), so they leave the KV pool
+        pool = requested - w_rank - lora_b - act - nt - (graphs if profile.graphs_in_budget else 0.0)
         outside = engine.CUDA_CONTEXT_GIB * GIB + engine.SAFETY_MARGIN_GIB * GIB
         headroom = total - requested - outside - (0.0 if profile.graphs_in_budget else graphs)
         if total - engine.CUDA_CONTEXT_GIB * GIB < requested:
@@ -144,6 +153,7 @@ def estimate(
             )
         if pool <= 0:
             reasons.append(
+                (f"LoRA buffers {lora_b / GIB:.2f} GiB + " if lora else "") +
                 f"weights {w_rank / GIB:.2f} GiB + activations {act / GIB:.2f} GiB + overhead {nt / GIB:.2f} GiB "
                 f"exceed the {requested / GIB:.2f} GiB budget per GPU"
             )
@@ -172,6 +182,7 @@ def estimate(
         activation_gib=_g(act),
         non_torch_gib=_g(nt),
         cuda_graph_gib=_g(graphs),
+        lora_gib=_g(lora_b),
         kv_cache_gib=_g(pool),
         headroom_gib=_g(headroom),
     )
@@ -193,6 +204,7 @@ def estimate(
         block_size=block,
         weights=wb,
         layout_ok=layout_ok,
+        lora=lora,
     )
 
 

@@ -24,6 +24,8 @@ class MemoryBreakdown(Strict):
     """CUDA/NCCL/cuBLAS allocations outside PyTorch's allocator."""
     cuda_graph_gib: float
     """CUDA-graph memory (outside the KV budget, inside the headroom)."""
+    lora_gib: float = 0.0
+    """LoRA buffers vLLM pre-allocates (max_loras × max_lora_rank × Σ(in + out) per layer): out of the KV cache on GPU, host RAM on CPU."""
     kv_cache_gib: float
     """What is left for the KV cache ("Available KV cache memory")."""
     headroom_gib: float

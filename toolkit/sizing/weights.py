@@ -33,7 +33,9 @@ def weight_bytes(model: ModelSpec, quant: QuantSpec) -> WeightBytes:
     q = quant.bytes_per_weight if quant.kind != "none" else MODEL_DTYPE_BYTES
     emb_b = q if quant.quantizes_embeddings else MODEL_DTYPE_BYTES
     expert_b = q
-    other_b = MODEL_DTYPE_BYTES if quant.experts_only else q
+    # An experts-only format (MXFP4 as gpt-oss ships it) leaves attention in bf16; a dense checkpoint in
+    # that format (AMD Quark's MXFP4 Llama) has no experts, so it quantises every linear layer instead.
+    other_b = MODEL_DTYPE_BYTES if quant.experts_only and model.moe is not None else q
     experts = p.experts * expert_b
     if quant.pad_hidden_to and model.moe is not None:
         h = model.hidden_size

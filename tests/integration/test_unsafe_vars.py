@@ -1,0 +1,92 @@
+"""Strings from plan.yml, the site or the command line reach Ansible as data, never as templates.
+
+A real ansible-playbook run on localhost (through `toolkit.deploy.runner`, as every selfhost command
+runs): a Jinja payload in env/extravars (written by the renderer) and in the run-time vars arrives
+literally, and the command in the payload never runs. The control run (plain YAML) shows the payload
+would run otherwise, so the test cannot pass by accident.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from toolkit.deploy import runner as deployer
+from toolkit.render.bundle import unsafe_yaml
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = """- hosts: inference
+  gather_facts: false
+  tasks:
+    - name: Write what arrived
+      ansible.builtin.copy:
+        dest: "{{ selfhost_probe_out }}/{{ item.key }}.txt"
+        content: "{{ item.value }}"
+        mode: "0600"
+      loop:
+        - {key: bundle, value: "{{ selfhost_vllm_served_model_name }}"}
+        - {key: nested, value: "{{ selfhost_vllm_argv[1] }}"}
+        - {key: runtime, value: "{{ selfhost_logs_since }}"}
+"""
+
+
+def _payload(marker: Path) -> str:
+    return "{{ lookup('pipe', 'touch " + str(marker) + "') }}x"
+
+
+def _bundle(tmp: Path, dump, marker: Path) -> Path:
+    b = tmp / "bundle"
+    shutil.copytree(ROOT / "playbooks", b / "project")
+    (b / "project" / "probe.yml").write_text(PROBE)
+    (b / "inventory").mkdir(parents=True)
+    (b / "inventory" / "hosts.yml").write_text(yaml.safe_dump({"inference": {"hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_become": False,
+        "ansible_python_interpreter": "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "auto",
+    }}}}))
+    (b / "env").mkdir()
+    (tmp / "out").mkdir()
+    (b / "env" / "extravars").write_text(dump({
+        "selfhost_probe_out": str(tmp / "out"),
+        "selfhost_vllm_served_model_name": _payload(marker),
+        "selfhost_vllm_argv": ["--served-model-name", _payload(marker)],
+    }))
+    return b
+
+
+def test_jinja_in_extravars_arrives_literally_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    bundle = _bundle(tmp_path, unsafe_yaml, marker)
+    result = deployer.run(bundle, playbook="probe.yml", extravars={"selfhost_logs_since": _payload(marker)})
+    assert result.ok, result.failed
+    assert not marker.exists(), "a Jinja payload ran on the control node"
+    for name in ("bundle", "nested", "runtime"):
+        assert (tmp_path / "out" / f"{name}.txt").read_text() == _payload(marker)
+
+
+def test_control_plain_yaml_would_run_the_payload(tmp_path):
+    """Without `!unsafe` the same file runs the payload: the tag is what stops it."""
+    marker = tmp_path / "pwned"
+    bundle = _bundle(tmp_path, lambda d: yaml.safe_dump(d), marker)
+    deployer.run(bundle, playbook="probe.yml", extravars={"selfhost_logs_since": "-"})
+    assert marker.exists()
+
+
+def test_rendered_bundle_extravars_are_all_unsafe(tmp_path):
+    """The renderer's env/extravars: every string value is `!unsafe`, keys stay plain, and it loads back."""
+    from toolkit.render.bundle import load_vars
+
+    data = {"a": "{{ x }}", "b": ["", "y"], "c": {"d": "z", "e": 1, "f": True, "g": None}}
+    text = unsafe_yaml(data)
+    assert load_vars(text) == data
+    for line in text.splitlines():
+        if ": " in line and not line.rstrip().endswith(":"):
+            value = line.split(": ", 1)[1]
+            assert value.startswith("!unsafe") or value in ("1", "true", "null"), line
+        elif line.lstrip().startswith("- "):
+            assert line.lstrip()[2:].startswith("!unsafe"), line
