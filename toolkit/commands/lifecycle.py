@@ -35,7 +35,7 @@ def confirm(output, question: str, *, yes: bool, fix: str, what: str) -> None:
         raise typer.Exit(1)
 
 
-def run(deployer, output, bundle: Path, hosts: list[str], json: bool, *, title: str, steps: list[str], **kw):
+def run(runner, output, bundle: Path, hosts: list[str], json: bool, *, title: str, steps: list[str], **kw):
     """One playbook run, with the live host x step grid on a terminal."""
     if json or not sys.stdout.isatty():
         return runner.run(bundle, **kw)
