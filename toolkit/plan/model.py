@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import ValidationError
+from pydantic import ValidationError, model_serializer
 
 from toolkit.errors import ConfigError, LicenseError
 from toolkit.catalog.spec import Strict, validation_error
@@ -56,6 +56,9 @@ class Hardware(Strict):
     """Pipeline stages."""
     gpus_per_replica: int = 1
     """tensor_parallel_size × pipeline_parallel_size."""
+    hosts_per_replica: int = 1
+    """Hosts one replica spans: tensor parallel stays inside a host (NVLink), pipeline stages go across
+    hosts (vLLM's multi-node mode, one container per host, rank 0 behind the gateway)."""
     replicas: int = 1
     """Independent copies of the server needed for the throughput asked."""
 
@@ -185,6 +188,14 @@ class Plan(Strict):
     """What is served."""
     adapters: list[AdapterRef] = []
     """LoRA adapters served beside the base model (`--enable-lora`), each under its own name."""
+
+    @model_serializer(mode="wrap")
+    def _omit_without_adapters(self, handler):
+        """Plans without adapters serialise (and digest) exactly as before the field existed."""
+        data = handler(self)
+        if not self.adapters and isinstance(data, dict):
+            data.pop("adapters", None)
+        return data
     hardware: Hardware
     """Where it runs."""
     vllm: VllmServeArgs

@@ -177,11 +177,17 @@ class Option:
     sizing: capacity.ReplicaSizing | None = None
 
     @property
+    def hosts(self) -> int:
+        """Hosts one replica spans (see `hosts_per_replica`)."""
+        return hosts_per_replica(self.gpu, self.tp, self.pp)
+
+    @property
     def label(self) -> str:
         where = f"{self.count}× {self.gpu.name}" if self.gpu else "CPU"
         layout = f"TP{self.tp}" + (f"·PP{self.pp}" if self.pp > 1 else "")
+        span = f" over {self.hosts} hosts" if self.hosts > 1 else ""
         reps = f" ×{self.replicas} replicas" if self.replicas > 1 else ""
-        return f"{where} {layout} {self.quant.name}{reps}"
+        return f"{where} {layout}{span} {self.quant.name}{reps}"
 
     @property
     def ok(self) -> bool:
@@ -247,6 +253,15 @@ def _quant_candidates(req: PlanRequest, resolved) -> list[QuantSpec]:
     if resolved.prequantized or resolved.quant.name != "none":
         return [resolved.quant]
     return [catalog.quant("none"), catalog.quant("fp8")]
+
+
+def hosts_per_replica(gpu: GpuSpec | None, tp: int, pp: int) -> int:
+    """Hosts one replica needs. Tensor parallel all-reduces twice per layer, so it stays on one host's
+    NVLink/PCIe; pipeline stages exchange one activation per step and go across hosts. On the CPU
+    backend every pipeline stage is a host of its own."""
+    if gpu is None:
+        return max(1, pp)
+    return max(1, math.ceil(tp * pp / gpu.max_per_node))
 
 
 def _layouts(gpu: GpuSpec, req: PlanRequest) -> list[tuple[int, int]]:
@@ -395,6 +410,11 @@ def _evaluate(req: PlanRequest, resolved, gpu: GpuSpec | None, tp: int, pp: int,
     opt = Option(gpu=gpu, count=tp * pp, tp=tp, pp=pp, quant=quant, est=est, speed=speed, single=single,
                  saturation=saturation)
     opt.problems = list(est.reasons)
+    if gpu is not None and tp > gpu.max_per_node:
+        opt.problems.append(f"tensor parallel {tp} spans hosts ({gpu.name}: {gpu.max_per_node} per host); keep TP within "
+                            f"a host and go across hosts with --pp")
+    elif gpu is not None and tp * pp > gpu.max_per_node and (tp * pp) % gpu.max_per_node:
+        opt.problems.append(f"TP{tp}·PP{pp} does not fill whole hosts of {gpu.max_per_node} {gpu.name}")
     if est.max_num_batched_tokens < est.max_num_seqs:  # vLLM's scheduler refuses this at start-up
         opt.problems.append(f"max_num_batched_tokens {est.max_num_batched_tokens} < max_num_seqs {est.max_num_seqs}")
     opt.sizing, opt.replicas = sizing, sizing.replicas
@@ -594,6 +614,7 @@ def _to_plan(req: PlanRequest, resolved, o: Option, context: int) -> Plan:
             tensor_parallel_size=o.tp,
             pipeline_parallel_size=o.pp,
             gpus_per_replica=0 if cpu else o.count,
+            hosts_per_replica=o.hosts,
             replicas=o.replicas,
         ),
         vllm=vllm,

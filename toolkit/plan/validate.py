@@ -136,8 +136,8 @@ def _semantic(plan: Any, out: list) -> None:
     m, hw, v, rt = plan.model, plan.hardware, plan.vllm, plan.runtime
     if m.source == "catalog":
         pattern("model.id", m.id, REPO_RE, "a Hugging Face repo id (org/name)")
-    else:
-        pattern("model.id", m.id, LOCAL_RE, "an absolute local path without shell or template characters")
+    elif not REPO_RE.match(m.id):  # local weights, or a bare config.json that named its repo
+        pattern("model.id", m.id, LOCAL_RE, "a repo id or an absolute local path without shell or template characters")
     if not (REPO_RE.match(m.base_id) or LOCAL_RE.match(m.base_id)) or ".." in m.base_id.split("/"):
         bad("model.base_id", f"{excerpt(m.base_id)} is not a repo id or local path")
     pattern("model.revision", m.revision, REVISION_RE, "a revision (commit, tag or branch)")
@@ -157,6 +157,12 @@ def _semantic(plan: Any, out: list) -> None:
             spec = _known_gpu(hw.gpu)  # a name the catalog does not know is re-checked by nothing, not refused
             if spec is not None and abs(spec.memory_gib - hw.memory_gib) > 0.01:
                 bad("hardware.memory_gib", f"{excerpt(hw.memory_gib)} does not match {spec.name} ({spec.memory_gib:g} GiB)")
+            if spec is not None and hw.tensor_parallel_size > spec.max_per_node:
+                bad("hardware.tensor_parallel_size", f"{hw.tensor_parallel_size} spans hosts ({spec.name}: "
+                    f"{spec.max_per_node} per host); keep TP within a host, pipeline stages across hosts")
+            if spec is not None and hw.hosts_per_replica != -(-hw.gpus_per_replica // spec.max_per_node):
+                bad("hardware.hosts_per_replica", f"{hw.hosts_per_replica} does not match {hw.gpus_per_replica} GPUs "
+                    f"at {spec.max_per_node} per host")
         between("hardware.memory_gib", hw.memory_gib, 0, 4096, lo_open=True)
         if hw.gpus_per_replica != hw.tensor_parallel_size * hw.pipeline_parallel_size:
             bad("hardware.gpus_per_replica", f"{hw.gpus_per_replica} is not tensor_parallel_size × pipeline_parallel_size "
@@ -169,9 +175,12 @@ def _semantic(plan: Any, out: list) -> None:
         between("hardware.memory_gib", hw.memory_gib, 0, 65536, lo_open=True)
         if hw.gpus_per_replica not in (0, 1):
             bad("hardware.gpus_per_replica", "must be 0 when device is cpu")
+        if hw.hosts_per_replica != hw.pipeline_parallel_size:
+            bad("hardware.hosts_per_replica", "must equal pipeline_parallel_size on cpu (one stage per host)")
     between("hardware.tensor_parallel_size", hw.tensor_parallel_size, 1, 64)
     between("hardware.pipeline_parallel_size", hw.pipeline_parallel_size, 1, 64)
     between("hardware.replicas", hw.replicas, 1, 100_000)
+    between("hardware.hosts_per_replica", hw.hosts_per_replica, 1, 64)
 
     pattern("vllm.model", v.model, MOUNT_RE, "an absolute path inside the container")
     pattern("vllm.served_model_name", v.served_model_name, SERVED_RE, "a valid served model name")
