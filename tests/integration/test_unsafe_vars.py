@@ -33,6 +33,11 @@ PROBE = """- hosts: inference
         - {key: bundle, value: "{{ selfhost_vllm_served_model_name }}"}
         - {key: nested, value: "{{ selfhost_vllm_argv[1] }}"}
         - {key: runtime, value: "{{ selfhost_logs_since }}"}
+    - name: Serialize the run record as the lock and audit roles do
+      ansible.builtin.copy:
+        dest: "{{ selfhost_probe_out }}/run.json"
+        content: "{{ {'who': selfhost_run.who | default('x'), 'command': selfhost_run.command} | to_nice_json }}"
+        mode: "0600"
 """
 
 
@@ -62,11 +67,15 @@ def _bundle(tmp: Path, dump, marker: Path) -> Path:
 def test_jinja_in_extravars_arrives_literally_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     bundle = _bundle(tmp_path, unsafe_yaml, marker)
-    result = deployer.run(bundle, playbook="probe.yml", extravars={"selfhost_logs_since": _payload(marker)})
+    run = {**deployer.run_info("selfhost logs"), "command": "selfhost logs --since " + _payload(marker)}
+    result = deployer.run(bundle, playbook="probe.yml",
+                          extravars={"selfhost_logs_since": _payload(marker), "selfhost_run": run})
     assert result.ok, result.failed
     assert not marker.exists(), "a Jinja payload ran on the control node"
     for name in ("bundle", "nested", "runtime"):
         assert (tmp_path / "out" / f"{name}.txt").read_text() == _payload(marker)
+    import json
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["command"] == run["command"]  # still data
 
 
 def test_control_plain_yaml_would_run_the_payload(tmp_path):

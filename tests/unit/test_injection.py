@@ -404,6 +404,11 @@ def test_day2_commands_find_the_deployment_from_the_site_alone(base, tmp_path):
     plan_file = tmp_path / "plan.yml"
     CASES["cpu-tiny"]().dump(plan_file)
     assert locate.resolve(site, plan_file, None).path == out.absolute()  # no re-render, no weights needed
+    other = CASES["cpu-tiny"]()
+    other.model_copy(update={"name": "tiny-two"}).dump(plan_file)  # never rendered, and no weights configured
+    with pytest.raises(ConfigError, match="not rendered for") as exc:
+        locate.resolve(site, plan_file, None)
+    assert "--weights" in exc.value.fix
 
 
 def test_failures_name_the_command_that_failed_and_carry_no_ansi():
@@ -418,3 +423,29 @@ def test_failures_name_the_command_that_failed_and_carry_no_ansi():
         assert "deploy" not in exc.value.message + exc.value.fix
         assert "command" not in result.to_dict()
     assert _message({"msg": "\x1b[0;31mfatal: locked\x1b[0m"}) == "fatal: locked"
+
+
+def test_render_prints_a_next_step_that_works(base, tmp_path):
+    """The printed next step is `selfhost deploy PLAN -i SITE` with the same --weights/--out (the old
+    `selfhost deploy <bundle dir>` failed with an internal error), shell-quoted."""
+    import typer
+    from typer.testing import CliRunner
+
+    from toolkit.commands import deploy
+
+    app = typer.Typer()
+    deploy.register(app)
+    site, weights = _copy_site(base, tmp_path)
+    plan_file = tmp_path / "my plan.yml"
+    CASES["cpu-tiny"]().dump(plan_file)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["render", str(plan_file), "-i", str(site), "--weights", str(weights),
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    step = res.output.strip().splitlines()[-1]
+    expected = shlex.join(["selfhost", "deploy", str(plan_file), "-i", str(site), "--weights", str(weights),
+                           "--out", str(out)])
+    assert step.endswith(f"then `{expected}`"), step
+    args = shlex.split(expected)[2:]  # what typer receives: it parses (the deploy itself needs hosts)
+    ctx = typer.main.get_command(app).commands["deploy"].make_context("deploy", [*args, "--dry-run"])
+    assert ctx.params["plan"] == plan_file and ctx.params["out"] == out and ctx.params["weights"] == weights

@@ -15,13 +15,14 @@ import typer
 from toolkit.commands.options import InventoryOpt, JsonOpt
 
 EXAMPLES = [
+    "selfhost doctor -i sites/prod",
     "selfhost doctor -i sites/prod plan.yml",
     "selfhost doctor -i sites/prod --bundle build/llama-8b --json",
     "selfhost doctor -i sites/prod plan.yml --host gpu-02",
 ]
 
-PlanOptArg = Annotated[Optional[Path], typer.Argument(help="plan.yml (rendered into build/<plan name>); or give --bundle.")]
-BundleOpt = Annotated[Optional[Path], typer.Option("--bundle", help="A rendered bundle folder instead of PLAN.")]
+PlanOptArg = Annotated[Optional[Path], typer.Argument(help="plan.yml (its bundle, or rendered into build/<plan name>); default: what SITE last rendered/deployed.")]
+BundleOpt = Annotated[Optional[Path], typer.Option("--bundle", help="A rendered bundle folder instead of PLAN (default: what SITE last rendered/deployed).")]
 HostOpt = Annotated[Optional[str], typer.Option("--host", help="Only this inventory host.")]
 
 

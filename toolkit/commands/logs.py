@@ -15,7 +15,7 @@ from toolkit.commands.doctor import BundleOpt, HostOpt, PlanOptArg
 from toolkit.commands.options import InventoryOpt, JsonOpt
 
 EXAMPLES = [
-    "selfhost logs -i sites/prod plan.yml --tail 50",
+    "selfhost logs -i sites/prod --tail 50",
     "selfhost logs -i sites/prod plan.yml --host gpu-01 --since 10m --follow",
     "selfhost logs -i sites/prod --bundle build/llama-8b --service gateway --json",
 ]

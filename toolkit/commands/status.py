@@ -16,6 +16,7 @@ from toolkit.commands.doctor import BundleOpt, HostOpt, PlanOptArg
 from toolkit.commands.options import InventoryOpt, JsonOpt
 
 EXAMPLES = [
+    "selfhost status -i sites/prod",
     "selfhost status -i sites/prod plan.yml",
     "selfhost status -i sites/prod --bundle build/llama-8b --json",
     "selfhost status -i sites/prod plan.yml --host gpu-01 --sample 10",

@@ -56,7 +56,7 @@ def upgrade(plan: PlanArg, inventory: InventoryOpt, yes: YesOpt = False, dry_run
     try:
         result = run(deployer, output, bundle.path, hosts, json, title="upgrade (one host at a time)",
                      steps=["lock", *deployer.STEPS, "release"], key_fetch_dir=key_dir,
-                     extravars={"selfhost_run": run_rec, **releases.ROLLOUT_VARS})
+                     extravars={"selfhost_run": run_rec, **releases.ROLLOUT_VARS}, command="upgrade")
         from toolkit.commands.deploy import _read_keys
 
         keys = _read_keys(key_dir)

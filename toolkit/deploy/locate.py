@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, RenderError
 from toolkit.render.site import GROUP, Site, load_site
 
 BUILD_DIR = Path("build")
@@ -57,7 +57,15 @@ def resolve(site_dir: Path, plan: Path | None, bundle: Path | None) -> BundleRef
         the_plan = Plan.load(plan)
         path = _bundle_of(site, the_plan)
         if path is None:
-            path = render(the_plan, site, default_bundle_dir(the_plan.name)).path
+            try:
+                path = render(the_plan, site, default_bundle_dir(the_plan.name)).path
+            except RenderError as exc:
+                if not exc.message.startswith("no weights folder given"):
+                    raise
+                raise ConfigError(f"{plan}: not rendered for {site.path} yet, and the site names no weights folder",
+                                  fix="render it once with --weights DIR (day-2 commands then find it), "
+                                      "or pass --bundle DIR",
+                                  hint=f"selfhost render {plan} -i {site_dir} --weights DIR") from None
     return BundleRef(site=site, path=path, hosts=bundle_hosts(path))
 
 

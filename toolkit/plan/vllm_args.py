@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import model_serializer
+
 from toolkit.catalog.spec import Strict
 
 # The vLLM release whose defaults the sizing engine models and whose image the deploy runs.
@@ -49,6 +51,15 @@ class VllmServeArgs(Strict):
     """`--max-lora-rank`: buffer rank, one of vLLM's allowed values."""
     max_cpu_loras: int | None = None
     """`--max-cpu-loras`: adapters cached in host RAM."""
+
+    @model_serializer(mode="wrap")
+    def _omit_without_lora(self, handler):
+        """Plans without LoRA serialise (and digest) exactly as before these fields existed."""
+        data = handler(self)
+        if not self.enable_lora and isinstance(data, dict):
+            for key in ("enable_lora", "lora_modules", "max_loras", "max_lora_rank", "max_cpu_loras"):
+                data.pop(key, None)
+        return data
 
     def to_argv(self) -> list[str]:
         """The argument list after `vllm serve` / `api_server`, in a stable order."""

@@ -212,12 +212,18 @@ def _weights_dir(site: Site, given: Path | None) -> Path:
     return _site_path(site, site.settings.selfhost_weights_source)
 
 
+def image_refs(plan: Plan, site: Site) -> dict[str, str]:
+    """The image references a deployment runs: the site's, else the plan's (server) / the default (gateway)."""
+    s = site.settings
+    return {"vllm": s.selfhost_images_vllm_ref or plan.runtime.image, "gateway": s.selfhost_images_gateway_ref}
+
+
 def _images(plan: Plan, site: Site, given: dict, cache: HashCache) -> tuple[dict[str, ImageArtifact], float]:
     """Image artifacts (tarballs hashed so the host can refuse a corrupt copy) and the disk they need."""
-    s = site.settings
+    s, refs = site.settings, image_refs(plan, site)
     base = {
-        "vllm": {"ref": s.selfhost_images_vllm_ref or plan.runtime.image, "tarball": s.selfhost_images_vllm_tarball},
-        "gateway": {"ref": s.selfhost_images_gateway_ref, "tarball": s.selfhost_images_gateway_tarball},
+        "vllm": {"ref": refs["vllm"], "tarball": s.selfhost_images_vllm_tarball},
+        "gateway": {"ref": refs["gateway"], "tarball": s.selfhost_images_gateway_tarball},
     }
     result, gib = {}, 0.0
     for key, default in base.items():
@@ -278,6 +284,13 @@ def template_outputs(device: str) -> dict[str, str]:
     }
 
 
+def gateway_context(dv: DeployVars) -> dict:
+    """Where the gateway finds the server on a Docker host: Docker's DNS, the container name on the internal
+    network (render/kubernetes.py hands the same template kube-dns and the Service name)."""
+    return {"resolver": "127.0.0.11", "resolver_note": "Docker's embedded DNS",
+            "upstream": f"{dv.selfhost_vllm_container}:{dv.selfhost_vllm_port}"}
+
+
 def template_context(plan: Plan, site: Site, dv: DeployVars) -> dict:
     """Everything a template may use (documented in templates/README.md)."""
     hosts = [{"name": h.name, "address": h.address or h.name,
@@ -287,6 +300,7 @@ def template_context(plan: Plan, site: Site, dv: DeployVars) -> dict:
         "deploy": dv,
         "hosts": hosts,
         "argv_shell": shlex.join(dv.selfhost_vllm_argv),
+        "gateway": gateway_context(dv),
         "ipc_mode": dv.selfhost_server.ipc_mode or "private",
         "hardware": _hardware_summary(plan),
         "suggest": {  # concrete numbers for the runbook's "to fix" lines
@@ -522,7 +536,7 @@ def _lock(plan: Plan, templates: Templates, names: list[str]) -> str:
 
 # ---------------------------------------------------------------- writing
 
-def _write_atomically(out: Path, contents: dict[str, str], *, force: bool = False) -> Path:
+def _write_atomically(out: Path, contents: dict[str, str], *, force: bool = False, project: bool = True) -> Path:
     out = out.absolute()
     if out.exists() and not (out / LOCK).is_file() and (not out.is_dir() or any(out.iterdir())):
         raise RenderError(f"{out} exists and is not a selfhost bundle; refusing to replace it",
@@ -537,7 +551,8 @@ def _write_atomically(out: Path, contents: dict[str, str], *, force: bool = Fals
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".new", dir=out.parent))
     try:
-        shutil.copytree(data_dir("playbooks"), tmp / "project", ignore=_IGNORE)
+        if project:  # the Ansible bundle; a Kubernetes render (render/kubernetes.py) has no playbooks
+            shutil.copytree(data_dir("playbooks"), tmp / "project", ignore=_IGNORE)
         for rel, text in contents.items():
             if rel != LOCK:
                 _write(tmp / rel, text)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import model_serializer
+
 from toolkit.catalog.spec import Strict
 
 Provenance = Literal["read", "derived", "assumed", "calibrated", "given"]
@@ -26,6 +28,14 @@ class MemoryBreakdown(Strict):
     """CUDA-graph memory (outside the KV budget, inside the headroom)."""
     lora_gib: float = 0.0
     """LoRA buffers vLLM pre-allocates (max_loras × max_lora_rank × Σ(in + out) per layer): out of the KV cache on GPU, host RAM on CPU."""
+
+    @model_serializer(mode="wrap")
+    def _omit_without_lora(self, handler):
+        """Plans without LoRA serialise (and digest) exactly as before the field existed."""
+        data = handler(self)
+        if not self.lora_gib and isinstance(data, dict):
+            data.pop("lora_gib", None)
+        return data
     kv_cache_gib: float
     """What is left for the KV cache ("Available KV cache memory")."""
     headroom_gib: float
