@@ -4,13 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
+import yaml
 
-pytest.importorskip("presidio_analyzer", reason="router extra not installed: pip install -e '.[router]'")
-
-import yaml  # noqa: E402
-
-from router.policy import Policy, parse_policy  # noqa: E402
+from router.policy import Policy, parse_policy
 
 CARD = "4539 1488 0343 6467"          # synthetic, Luhn-valid (Visa test range)
 IBAN = "GB82 WEST 1234 5698 7654 32"  # the standard example IBAN (mod-97 valid)

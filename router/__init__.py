@@ -1,0 +1,7 @@
+"""selfhost's no-leak hybrid router: a service in its own container, behind the TLS gateway.
+
+It sends each OpenAI-compatible request to the local vLLM or to a configured closed API, under a
+policy file (router.policy), after a gate that fails closed (router.decide), and writes a
+hash-chained audit line per decision (router.audit). Not imported by the `toolkit` CLI: its
+dependencies are the optional extra `selfhost[router]`. See router/README.md.
+"""
