@@ -12,23 +12,39 @@ from toolkit.commands.options import InventoryOpt, JsonOpt, PlanArg
 EXAMPLES = [
     "selfhost render plan.yml -i sites/prod",
     "selfhost render plan.yml -i sites/prod --weights /srv/models/llama-8b --out build/llama-8b",
+    "selfhost render plan.yml -i sites/prod --target kubernetes --image-digest vllm=sha256:… --image-digest gateway=sha256:…",
 ]
 
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle folder (default: build/<plan name>).")]
 WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="Model folder on this machine (overrides selfhost_weights_source).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the bundle even if files in it were edited or added by hand (they are lost).")]
+TargetOpt = Annotated[str, typer.Option("--target", help="ansible: the bundle `selfhost deploy` runs; kubernetes: Kustomize manifests (default out: build/<plan name>-k8s).")]
+DigestOpt = Annotated[Optional[list[str]], typer.Option("--image-digest", help="kubernetes: NAME=sha256:… for an image whose reference has no digest (NAME: vllm or gateway); repeatable.")]
+NamespaceOpt = Annotated[Optional[str], typer.Option("--namespace", help="kubernetes: namespace of the overlay (default: the plan name).")]
 
 
 def render(plan: PlanArg, inventory: InventoryOpt, out: OutOpt = None, weights: WeightsOpt = None,
-           force: ForceOpt = False, json: JsonOpt = False) -> None:
+           force: ForceOpt = False, json: JsonOpt = False, target: TargetOpt = "ansible",
+           image_digest: DigestOpt = None, namespace: NamespaceOpt = None) -> None:
     """Render PLAN for the hosts of SITE into a bundle folder (nothing is contacted)."""
     from toolkit.commands import output
+    from toolkit.errors import ConfigError
     from toolkit.plan.model import Plan
     from toolkit.render.bundle import render as do_render
     from toolkit.render.site import load_site
 
+    if target not in ("ansible", "kubernetes"):
+        raise ConfigError(f"--target {target!r}: expected ansible or kubernetes")
+    if target == "ansible" and (image_digest or namespace):
+        raise ConfigError("--image-digest and --namespace apply to --target kubernetes only")
+    if target == "kubernetes" and weights is not None:
+        raise ConfigError("--weights applies to the Ansible bundle; on Kubernetes the weights are a volume",
+                          fix="fill the weights volume (k8s/README.md) and drop --weights")
     the_plan = Plan.load(plan)
     the_plan.require_license_ok("render")  # before the site is read; bundle.render() checks again
+    if target == "kubernetes":
+        _render_kubernetes(the_plan, load_site(inventory), out, image_digest, namespace, force, json)
+        return
     bundle = do_render(the_plan, load_site(inventory), out or Path("build") / the_plan.name, weights_source=weights,
                        force=force)
     if json:
@@ -41,6 +57,23 @@ def render(plan: PlanArg, inventory: InventoryOpt, out: OutOpt = None, weights: 
             output.line(f"  {name}")
     output.line("  project/  (playbooks)")
     output.line(f"next: review {bundle.path}/files/, then `{deploy_command(plan, inventory, weights, out)}`")
+
+
+def _render_kubernetes(the_plan, site, out: Optional[Path], digests: Optional[list[str]], namespace: Optional[str],
+                       force: bool, json: bool) -> None:
+    from toolkit.commands import output
+    from toolkit.render import kubernetes
+
+    result = kubernetes.render(the_plan, site, out or Path("build") / f"{the_plan.name}-k8s",
+                               digests=kubernetes.parse_digests(digests), namespace=namespace, force=force)
+    if json:
+        output.as_json({"bundle": str(result.path), "target": "kubernetes", "files": result.files})
+        return
+    output.line(f"rendered {result.path}/")
+    for name in result.files:
+        output.line(f"  {name}")
+    output.line(f"next: create the two Secrets as {result.path}/k8s/README.md says, then "
+                f"`kubectl apply -k {result.path}/k8s/overlays/{the_plan.name}`")
 
 
 def deploy_command(plan: Path, inventory: Path, weights: Optional[Path], out: Optional[Path]) -> str:
