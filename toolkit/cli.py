@@ -1,4 +1,5 @@
-"""The `selfhost` command: composes the command modules and maps errors to exit codes. No logic here."""
+"""The `selfhost` command: composes the command modules and maps errors to exit codes (the table in
+`toolkit.errors`). No logic here."""
 
 from __future__ import annotations
 
@@ -6,11 +7,36 @@ import os
 import sys
 
 import typer
+from typer.core import TyperGroup
 
 from toolkit import __version__
-from toolkit.errors import SelfhostError
+from toolkit.errors import EXIT_NO, EXIT_USAGE, SelfhostError
+
+
+class _Commands(TyperGroup):
+    """Click exits 2 on a usage error; in selfhost's table 2 means "the hosts could not do it", so a
+    wrong command line exits EXIT_USAGE (64) instead."""
+
+    # Typer vendors its own Click: its UsageError is the base of the public typer.BadParameter.
+    _usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except self._usage_error as exc:
+            exc.exit_code = EXIT_USAGE
+            raise
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except self._usage_error as exc:
+            exc.exit_code = EXIT_USAGE
+            raise
+
 
 app = typer.Typer(
+    cls=_Commands,
     name="selfhost",
     help="Size GPU hardware for open-weight LLMs, then deploy and run locked-down vLLM servers on your own hosts.",
     no_args_is_help=True,
@@ -66,4 +92,4 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("SELFHOST_DEBUG"):
             raise
         output.error(SelfhostError(f"internal error: {exc!r}", hint="set SELFHOST_DEBUG=1 for a traceback and report it"))
-        sys.exit(1)
+        sys.exit(EXIT_NO)

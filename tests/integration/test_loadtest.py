@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_load_test_against_real_vllm(vllm_server):
-    result = loadtest.run(loadtest.Target(url=vllm_server), concurrency=2, duration_s=60, max_requests=4,
+    result = loadtest.measure(loadtest.Target(url=vllm_server), concurrency=2, duration_s=60, max_requests=4,
                           max_tokens=16, timeout_s=120)
     assert result.errors == 0, result.error_samples
     assert result.requests == result.ok == 4
@@ -25,7 +25,7 @@ def test_load_test_against_real_vllm(vllm_server):
 
 def test_duration_bounds_the_run(vllm_server):
     start = time.monotonic()
-    result = loadtest.run(loadtest.Target(url=vllm_server), concurrency=1, duration_s=0.5, max_requests=1000,
+    result = loadtest.measure(loadtest.Target(url=vllm_server), concurrency=1, duration_s=0.5, max_requests=1000,
                           max_tokens=4, timeout_s=60)
     assert result.requests < 1000
     assert time.monotonic() - start < 60
@@ -49,7 +49,7 @@ def test_cli_bench_json(vllm_server, tmp_path, capsys):
 
 def test_unreachable_server_is_a_config_error():
     with pytest.raises(ConfigError, match="127.0.0.1:9/v1/models"):
-        loadtest.run(loadtest.Target(url="http://127.0.0.1:9"), max_requests=1, duration_s=1)
+        loadtest.measure(loadtest.Target(url="http://127.0.0.1:9"), max_requests=1, duration_s=1)
 
 
 def test_percentile():

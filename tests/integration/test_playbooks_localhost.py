@@ -107,7 +107,7 @@ def test_host_lock_free_then_held(tmp_path, check):
     state = tmp_path / "state"
     b = _bundle(tmp_path, selfhost_lock_state_dir=str(state))
     (b / "project" / "lock_probe.yml").write_text(LOCK_PROBE)
-    run = {"selfhost_run": deployer.run_info("selfhost deploy plan.yml -i sites/lab", site="sites/lab")}
+    run = {"selfhost_run": deployer.invocation("selfhost deploy plan.yml -i sites/lab", site="sites/lab")}
     result = deployer.run(b, check=check, playbook="lock_probe.yml", extravars=run)
     assert result.ok, [f.message for f in result.failed]
     assert not (state / "lock").exists(), "released (or never taken in check mode)"

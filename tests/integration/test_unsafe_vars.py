@@ -67,7 +67,7 @@ def _bundle(tmp: Path, dump, marker: Path) -> Path:
 def test_jinja_in_extravars_arrives_literally_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     bundle = _bundle(tmp_path, unsafe_yaml, marker)
-    run = {**deployer.run_info("selfhost logs"), "command": "selfhost logs --since " + _payload(marker)}
+    run = {**deployer.invocation("selfhost logs"), "command": "selfhost logs --since " + _payload(marker)}
     result = deployer.run(bundle, playbook="probe.yml",
                           extravars={"selfhost_logs_since": _payload(marker), "selfhost_run": run})
     assert result.ok, result.failed

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from toolkit import cli
-from toolkit.errors import ConfigError, SelfhostError
+from toolkit.errors import EXIT_USAGE, ConfigError, SelfhostError
 from toolkit.plan import planner
 from toolkit.plan.model import Plan
 from toolkit.plan.validate import NAME_RE, SERVED_RE
@@ -163,7 +163,7 @@ def test_cli_numbers(tmp_path, flags, existing):
         Plan.load(out)  # what the CLI accepted loads back
         return
     assert existing or not out.exists(), "a failed plan wrote a file"
-    if code == 2:  # click's own usage error ("not a valid integer"): one short message
+    if code == EXIT_USAGE:  # click's own usage error ("not a valid integer"): one short message
         assert "Traceback" not in text and len(text.strip().splitlines()) <= 8
         return
     assert text.startswith("error: "), text[:500]

@@ -15,6 +15,7 @@ from toolkit.operate import logs
 from toolkit.operate import status
 from toolkit.render import monitoring as m
 from toolkit.deploy.runner import DeployResult, FailedTask, HostStats
+from toolkit.deploy import readout
 from toolkit.deploy.readout import Readout
 
 CASES = Path(__file__).parent / "cases" / "ops"
@@ -125,12 +126,17 @@ def test_parse_docker_time():
 
 # ---------------------------------------------------------------- doctor
 
+def _doctor(hosts, values, unreachable, failures):
+    """doctor's parser over what `readout.gather` would answer for these raw reports."""
+    return doctor.shape(readout.classify(doctor.FACT, hosts, values, unreachable, failures))
+
+
 def _check(name, ok=True):
     return {"name": name, "ok": ok, "detail": f"{name}   is\n fine", "remedy": f"fix {name}"}
 
 
 def test_doctor_contract_and_exit_0():
-    rep = doctor.shape(["a", "b"], {"a": [_check("os"), _check("disk")], "b": [_check("os")]}, {}, {})
+    rep = _doctor(["a", "b"], {"a": [_check("os"), _check("disk")], "b": [_check("os")]}, {}, {})
     d = rep.to_dict()
     assert set(d) == {"ok", "checks"} and d["ok"] is True and rep.exit_code == 0
     assert [(c["host"], c["name"]) for c in d["checks"]] == [("a", "reachable"), ("a", "os"), ("a", "disk"),
@@ -141,19 +147,19 @@ def test_doctor_contract_and_exit_0():
 
 
 def test_doctor_a_failed_check_is_exit_1():
-    rep = doctor.shape(["a"], {"a": [_check("os"), _check("certificate", ok=False), _check("x", ok="False")]}, {}, {})
+    rep = _doctor(["a"], {"a": [_check("os"), _check("certificate", ok=False), _check("x", ok="False")]}, {}, {})
     assert rep.exit_code == 1 and rep.to_dict()["ok"] is False
     assert [c.name for c in rep.failed()] == ["certificate", "x"]
 
 
 def test_doctor_unreachable_or_broken_host_is_exit_2():
-    rep = doctor.shape(["a", "b"], {"a": [_check("os", ok=False)]}, {"b": "ssh: connect to host port 1: refused"}, {})
+    rep = _doctor(["a", "b"], {"a": [_check("os", ok=False)]}, {"b": "ssh: connect to host port 1: refused"}, {})
     assert rep.exit_code == 2 and rep.could_not_run == ["b"]
     b = [c for c in rep.checks if c.host == "b"]
     assert [(c.name, c.ok) for c in b] == [("reachable", False)] and "port 1" in b[0].detail
-    rep = doctor.shape(["a"], {}, {}, {"*": "ansible-playbook: syntax error"})
+    rep = _doctor(["a"], {}, {}, {"*": "ansible-playbook: syntax error"})
     assert rep.exit_code == 2 and "syntax error" in rep.checks[0].detail
-    rep = doctor.shape(["a"], {"a": "VARIABLE IS NOT DEFINED!"}, {}, {"a": "Gathering Facts: sudo: a password is required"})
+    rep = _doctor(["a"], {"a": "VARIABLE IS NOT DEFINED!"}, {}, {"a": "Gathering Facts: sudo: a password is required"})
     assert rep.exit_code == 2 and "sudo" in rep.checks[0].detail
 
 
@@ -210,7 +216,7 @@ def test_redact(text, expected):
 
 def test_logs_shape_reports_per_host_errors():
     values = {"a": {"rc": 0, "stdout": OUT, "stderr": ""}, "b": {"rc": 1, "stdout": "", "stderr": "Error: No such container: x"}}
-    lines, errors = logs.shape(values, ["a", "b", "c"], {"c": "unreachable"}, {})
+    lines, errors = logs.shape(readout.classify(logs.FACT, ["a", "b", "c"], values, {"c": "unreachable"}, {}))
     assert len(lines) == 2 and set(errors) == {"b", "c"} and "No such container" in errors["b"]
 
 
@@ -227,3 +233,15 @@ def test_follow_polls_with_since_and_emits_only_new_lines():
     assert polls == 3 and slept == [2.0, 2.0]
     assert asked == ["10m", "2025-01-01T00:00:03.000000001Z", "2025-01-01T00:00:04.000000000Z"]
     assert emitted == [[batches[0][0].text, "INFO: done"], ["new line"], []]
+
+
+def test_gather_classifies_each_host_once_for_every_fact():
+    fact = readout.Fact(playbook="x.yml", var="_x", kind=dict, nothing="x reported nothing")
+    got = readout.classify(fact, ["a", "b", "c", "d"], {"a": {"k": 1}, "c": readout.UNDEFINED, "e": {}},
+                           {"b": "ssh: refused"}, {"c": "Gathering Facts: sudo: a password is required"})
+    assert got == {"a": {"k": 1}, "b": readout.Unreachable("ssh: refused"),
+                   "c": readout.NoReport("Gathering Facts: sudo: a password is required"),
+                   "d": readout.NoReport("x reported nothing"), "e": {}}
+    statuses = status.shape(got)
+    assert [(s.host, s.reachable) for s in statuses] == [("a", True), ("b", False), ("c", False), ("d", False),
+                                                         ("e", True)]

@@ -90,7 +90,7 @@ def test_audit_record_shape_and_host_status():
     r = DeployResult(status="failed", rc=2, check=False,
                      hosts={"a": HostStats(ok=5, changed=3, failed=1), "b": HostStats(ok=9, changed=0)},
                      failed=[FailedTask("a", "setup", ops.STOP_TASK, "a: ... -- rolled back automatically to ...")])
-    recs = ops.audit_records(r, run=run, plan_digest="p2", name="tiny")
+    recs = ops.audit_records(r, invocation=run, plan_digest="p2", name="tiny")
     assert set(recs) == {"a", "b"}
     a = recs["a"]
     assert set(a) == {"when", "since", "who", "pid", "command", "run_id", "deployment", "plan_digest", "host",
@@ -101,10 +101,15 @@ def test_audit_record_shape_and_host_status():
     json.dumps(recs)  # one JSON line each
 
 
-def test_read_rotated_keys_takes_only_this_rotation(tmp_path):
+def test_read_keys_takes_only_this_rotation(tmp_path):
+    from toolkit.operate.operations import read_keys
+
     (tmp_path / "h1.conf").write_text('    "Bearer ' + "a" * 64 + '" 1;  # rotation=r2\n')
     (tmp_path / "h2.conf").write_text('    "Bearer ' + "b" * 64 + '" 1;  # rotation=old\n')
-    assert ops.read_rotated_keys(tmp_path, "r2") == {"h1": "a" * 64}
+    assert read_keys(tmp_path, "r2") == {"h1": "a" * 64}
+    # deploy/upgrade: every host's (first) key, with or without a rotation mark
+    (tmp_path / "h3.conf").write_text('    "Bearer ' + "c" * 64 + '" 1;\n    "Bearer ' + "d" * 64 + '" 1;\n')
+    assert read_keys(tmp_path) == {"h1": "a" * 64, "h2": "b" * 64, "h3": "c" * 64}
 
 
 def _lock(mode, state, arg):
@@ -178,9 +183,8 @@ def test_exactly_one_docker_container_task_runs_the_server():
     others = [rel for rel, t in tasks if (rel, t) not in server]
     assert others == ["destroy.yml", "roles/selfhost_gateway/tasks/main.yml"], others  # removal; the gateway
     (_, task), = server
-    args = task["community.docker.docker_container"]
     spec_fields = set(ServerSpec.model_fields)
-    used = set(re.findall(r"_selfhost_vllm_spec\.(\w+)", str(args)))
+    used = set(re.findall(r"_selfhost_vllm_spec\.(\w+)", str(task)))
     assert used == spec_fields, f"spec fields the task ignores: {spec_fields - used}; unknown: {used - spec_fields}"
     roles = ROOT / "playbooks" / "roles"
     assert "tasks_from: container.yml" in (roles / "selfhost_release" / "tasks" / "rollback.yml").read_text()

@@ -45,11 +45,7 @@ def bench(
         from toolkit.plan.model import Plan
 
         p = Plan.load(plan)
-        perf = p.performance
-        prediction = loadtest.Prediction(decode_tokens_per_s=perf.decode_tokens_per_s,
-                                         aggregate_tokens_per_s=perf.aggregate_tokens_per_s,
-                                         per_user_tokens_per_s=perf.per_user_tokens_per_s,
-                                         at_concurrency=perf.at_concurrency)
+        prediction = p.performance
         model = model or p.vllm.served_model_name
     if inventory is not None:
         from toolkit.render.site import load_site
@@ -60,14 +56,16 @@ def bench(
         target = loadtest.Target(url=url.rstrip("/"), api_key=key, ca_file=str(ca) if ca else None, model=model)
     if not json:
         output.line(f"benchmarking {target.url}: {concurrency} streams, up to {requests} requests or {duration:g} s")
-    result = loadtest.run(target, concurrency=concurrency, duration_s=duration, max_requests=requests,
+    result = loadtest.measure(target, concurrency=concurrency, duration_s=duration, max_requests=requests,
                           max_tokens=max_tokens, prediction=prediction)
     if json:
         output.as_json(result.to_dict())
     else:
         _show(result)
     if result.errors:
-        raise typer.Exit(1)
+        from toolkit.errors import EXIT_NO
+
+        raise typer.Exit(EXIT_NO)
 
 
 def _fmt(x, unit: str = "") -> str:
@@ -85,7 +83,8 @@ def _show(r) -> None:
          f"{p.aggregate_tokens_per_s:g} at {p.at_concurrency} streams" if p else ""],
         ["tokens/s one stream sees", _fmt(r.per_stream_tokens_per_s),
          f"{p.decode_tokens_per_s:g} alone, {p.per_user_tokens_per_s:g} at {p.at_concurrency}" if p else ""],
-        ["time to first token p50 / p95", f"{_fmt(r.ttft_p50_s, ' s')} / {_fmt(r.ttft_p95_s, ' s')}", ""],
+        ["time to first token p50 / p95", f"{_fmt(r.ttft_p50_s, ' s')} / {_fmt(r.ttft_p95_s, ' s')}",
+         f"{p.ttft_s:g} s mean, no queue" if p and p.ttft_s else ""],
         ["inter-token latency p50 / p95", f"{_fmt(r.itl_p50_s, ' s')} / {_fmt(r.itl_p95_s, ' s')}", ""],
     ]
     output.table(f"{r.url} · {r.model} · {r.concurrency} streams", ["", "measured", "plan"], rows)

@@ -115,10 +115,8 @@ def _context(tokens: int) -> str:
 
 
 def _kv_kib(spec) -> str:
-    """bf16 KV bytes per token over the full-attention layers, KiB (MLA: latent + rope key)."""
-    full = sum(1 for kind in spec.attention_layers() if kind == "full")
-    if spec.mla is not None:
-        per_layer = (spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim) * 2
-    else:
-        per_layer = 2 * spec.num_key_value_heads * spec.head_dim * 2
-    return f"{round(full * per_layer / 1024, 1):g}"
+    """bf16 KV bytes per token over the full-attention layers, KiB (MLA: latent + rope key), by the sizing formula."""
+    from toolkit.sizing import kv
+
+    full = kv.layers_on_rank(spec, 1)["full"]
+    return f"{round(full * kv.bytes_per_token_layer(spec, 1, kv.kv_dtype_bytes('auto')) / 1024, 1):g}"

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, dry_run_done, finish, ops_setup, run
+from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, dry_run_done, execute, finish, ops_setup
 from toolkit.commands.options import DryRunOpt, InventoryOpt, JsonOpt, YesOpt
 
 EXAMPLES = [
@@ -25,24 +25,23 @@ def destroy(inventory: InventoryOpt, host: HostOpt = None, name: NameOpt = None,
     service back) unless --purge.
     """
     from toolkit.commands import output
-    from toolkit.deploy import runner
+    from toolkit.operate import operations
     from toolkit.operate import releases as ops
 
-    site, bundle, run_rec, infos, dep = ops_setup(inventory, name, host, command_line())
+    site, bundle, invocation, infos, dep = ops_setup(inventory, name, host, command_line())
     hosts = list(infos)
     gone = "containers, networks, boot unit" + (", weights, images, releases, API keys and TLS files" if purge else "")
     kept = "the audit log" if purge else "weights, images, releases, API keys (deploy or rollback restores service)"
     report = {"deployment": dep, "hosts": hosts, "purge": purge, "removes": gone, "keeps": kept}
     if not json:
         output.table(f"destroy {dep}", ["hosts", "removes", "keeps"], [[", ".join(hosts), gone, kept]])
+    op = operations.destroy(name=dep, invocation=invocation, host=host, purge=purge)
     if dry_run:
-        return dry_run_done(output, json, report)
+        return dry_run_done(output, json, report, [op])
     confirm(output, f"Destroy {dep} on {len(hosts)} host(s){' and PURGE its data' if purge else ''}?", yes=yes,
             what="destroy", fix="pass --yes to destroy non-interactively (review with --dry-run first)")
-    result = run(runner, output, bundle, hosts, json, title="destroy", steps=["lock", "release"],
-                 playbook="destroy.yml", limit=host,
-                 extravars={"selfhost_run": run_rec, "selfhost_name": dep, "selfhost_destroy_purge": purge})
-    ops.append_audit(bundle, result, run=run_rec, plan_digest=None, name=dep)
+    result = execute(output, op, bundle, hosts, json).result
+    ops.append_audit(bundle, result, invocation=invocation, plan_digest=None, name=dep)
     finish(output, json, report | {"destroy": result.to_dict()}, result)
 
 

@@ -36,7 +36,7 @@ def doctor(inventory: InventoryOpt, plan: PlanOptArg = None, bundle: BundleOpt =
 
     try:
         ref = locate.resolve(inventory, plan, bundle)
-        report = doc.run(ref.path, ref.hosts, limit=locate.limit_for(ref, host))
+        report = doc.gather(ref.path, ref.hosts, limit=locate.limit_for(ref, host))
     except SelfhostError as exc:
         err = doc.DoctorCouldNotRun(exc.message, fix=exc.fix, hint=exc.hint)
         if json:

@@ -2,7 +2,8 @@
 
 They and `deploy` share: the confirm/--yes/--dry-run rule, the command line recorded in the host lock and
 the audit log, the live progress view and the final summary; the day-2 ones also share the ops bundle
-for commands that take no plan.
+for commands that take no plan. Each command builds its runs as values (`toolkit.operate.operations`):
+`--dry-run` prints them (`dry_run_done`), `execute` runs one.
 """
 
 from __future__ import annotations
@@ -31,24 +32,32 @@ def confirm(output, question: str, *, yes: bool, fix: str, what: str) -> None:
     if not sys.stdin.isatty():
         ops.require_confirmation(what, fix)
     if not output.confirm(question):
+        from toolkit.errors import EXIT_NO
+
         output.line("aborted: nothing changed")
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_NO)
 
 
-def run(runner, output, bundle: Path, hosts: list[str], json: bool, *, title: str, steps: list[str], **kw):
-    """One playbook run, with the live host x step grid on a terminal."""
-    if json or not sys.stdout.isatty():
-        return runner.run(bundle, **kw)
-    with output.DeployProgress(hosts, steps, title=title) as view:
-        return runner.run(bundle, on_event=view.update, **kw)
+def execute(output, op, bundle: Path, hosts: list[str], json: bool, *, progress: bool = True):
+    """Run one Operation (`operations.execute`), with the live host x step grid on a terminal."""
+    from toolkit.operate import operations
+
+    if not progress or json or not sys.stdout.isatty():
+        return operations.execute(bundle, op)
+    with output.DeployProgress(hosts, list(op.steps), title=op.title) as view:
+        return operations.execute(bundle, op, on_event=view.update)
 
 
-def dry_run_done(output, json: bool, report: dict, where: str = "") -> None:
-    """End a --dry-run: the JSON document, or one line saying nothing changed (and where to look)."""
+def dry_run_done(output, json: bool, report: dict, steps: list, where: str = "") -> None:
+    """End a --dry-run: the JSON document with the runs it would make (`operations`), or those runs and
+    one line saying nothing changed (and where to look)."""
+    from toolkit.operate import operations
+
     if json:
-        output.as_json(report)
-    else:
-        output.line("dry run: nothing changed" + (f". {where}" if where else ""))
+        output.as_json(report | {"operations": operations.describe(steps)})
+        return
+    output.operations(steps)
+    output.line("dry run: nothing changed" + (f". {where}" if where else ""))
 
 
 def finish(output, json: bool, report: dict, result) -> None:
@@ -61,17 +70,18 @@ def finish(output, json: bool, report: dict, result) -> None:
 
 
 def ops_setup(inventory: Path, name: Optional[str], host: Optional[str], command: str):
-    """Site, ops bundle, run record, the hosts' releases and the deployment name, for plan-less commands."""
+    """Site, ops bundle, invocation record (who runs this), the hosts' releases and the deployment name,
+    for plan-less commands."""
     from toolkit.deploy import runner
     from toolkit.operate import releases as ops
     from toolkit.render.site import load_site
 
     site = load_site(inventory)
     bundle = ops.ops_bundle(site, Path("build") / f"ops-{site.path.absolute().name}")
-    run_rec = runner.run_info(command, site=str(inventory))
-    infos = ops.read_releases(bundle, run=run_rec, name=name, limit=host)
+    invocation = runner.invocation(command, site=str(inventory))
+    infos = ops.read_releases(bundle, invocation=invocation, name=name, limit=host)
     resolved = ops.resolve_name(infos, name)
-    return site, bundle, run_rec, infos, resolved
+    return site, bundle, invocation, infos, resolved
 
 
 def register(app: typer.Typer) -> None:

@@ -50,7 +50,9 @@ def logs(inventory: InventoryOpt, plan: PlanOptArg = None, bundle: BundleOpt = N
             output.log_lines(lines, show_host=show_host, timestamps=timestamps)
             output.log_errors(errors)
         if errors:
-            raise typer.Exit(2)
+            from toolkit.errors import EXIT_HOSTS
+
+            raise typer.Exit(EXIT_HOSTS)
         return
 
     polls = {"n": 0}

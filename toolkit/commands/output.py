@@ -19,10 +19,6 @@ def line(text: str = "", *, style: str | None = None) -> None:
     console.print(text, style=style, markup=False)
 
 
-def markup(text: str) -> None:
-    console.print(text)
-
-
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     t = Table(title=title, title_justify="left", show_lines=False)
     for col in columns:
@@ -277,6 +273,20 @@ def release_diffs(diffs: dict) -> None:
                 console.print(f"  - {c.what}: {c.old}", style="red", markup=False)
             else:
                 console.print(f"  ~ {c.what}: {c.old} -> {c.new}", markup=False)
+
+
+def operations(steps: list) -> None:
+    """What a --dry-run would run (`operations.Operation` / `Wait` values), one block per step."""
+    for step in steps:
+        if not hasattr(step, "playbook"):
+            console.print(f"would wait {step.seconds}s: {step.reason}", markup=False)
+            continue
+        where = f"--limit {step.limit}" if step.limit else "every host"
+        console.print(f"would run {step.playbook}{' (check mode)' if step.check else ''} on {where}",
+                      style="bold", markup=False)
+        for key, value in step.extravars.items():
+            if key != "selfhost_run":  # who runs it: the same for every step, and in the audit log
+                console.print(f"  -e {key}={json.dumps(value, default=str)}", markup=False)
 
 
 # ---------------------------------------------------------------- day 2 (read-only): doctor, status, logs

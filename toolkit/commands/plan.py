@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from toolkit.commands.options import JsonOpt
+from toolkit.plan.vllm_args import KNOBS, KV_CACHE_DTYPES
 
 EXAMPLES = [
     "selfhost plan llama-3.1-70b --context 32768 --concurrency 50",
@@ -57,11 +58,12 @@ def plan(
     name: Annotated[Optional[str], typer.Option("--name", help="Deployment and served model name.")] = None,
     tp: Annotated[Int, typer.Option("--tp", help="Evaluate this tensor-parallel size only.")] = None,
     pp: Annotated[int, typer.Option("--pp", help="Pipeline-parallel size (with --tp).")] = 1,
-    gpu_memory_utilization: Annotated[Float, typer.Option("--gpu-memory-utilization")] = None,
-    max_num_batched_tokens: Annotated[Int, typer.Option("--max-num-batched-tokens")] = None,
-    max_num_seqs: Annotated[Int, typer.Option("--max-num-seqs")] = None,
-    kv_cache_dtype: Annotated[str, typer.Option("--kv-cache-dtype", help="auto, fp8, fp8_e4m3, fp8_e5m2.")] = "auto",
-    enforce_eager: Annotated[bool, typer.Option("--enforce-eager", help="No CUDA graphs.")] = False,
+    # The engine knobs: flag, help and default from vllm_args.KNOBS (declared once there).
+    gpu_memory_utilization: Annotated[Float, typer.Option(KNOBS["gpu_memory_utilization"].flag, help=KNOBS["gpu_memory_utilization"].help)] = KNOBS["gpu_memory_utilization"].default,
+    max_num_batched_tokens: Annotated[Int, typer.Option(KNOBS["max_num_batched_tokens"].flag, help=KNOBS["max_num_batched_tokens"].help)] = KNOBS["max_num_batched_tokens"].default,
+    max_num_seqs: Annotated[Int, typer.Option(KNOBS["max_num_seqs"].flag, help=KNOBS["max_num_seqs"].help)] = KNOBS["max_num_seqs"].default,
+    kv_cache_dtype: Annotated[str, typer.Option(KNOBS["kv_cache_dtype"].flag, help=KNOBS["kv_cache_dtype"].help)] = KNOBS["kv_cache_dtype"].default,
+    enforce_eager: Annotated[bool, typer.Option(KNOBS["enforce_eager"].flag, help=KNOBS["enforce_eager"].help)] = KNOBS["enforce_eager"].default,
     lora: Annotated[Optional[list[str]], typer.Option("--lora", help="Serve a LoRA adapter beside the model: NAME=PATH of a local PEFT adapter directory (repeatable); checked against the model before anything ships.")] = None,
     max_loras: Annotated[Int, typer.Option("--max-loras", help="Adapter slots per batch; vLLM pre-allocates GPU buffers for each (default 1, vLLM's).")] = None,
     max_lora_rank: Annotated[Int, typer.Option("--max-lora-rank", help="Rank the buffers are sized for: 1, 8, 16, 32, 64, 128, 256, 320 or 512 (default: the adapters' largest rank rounded up).")] = None,
@@ -84,8 +86,8 @@ def plan(
     from toolkit.plan.explain import explain as explain_rows
     from toolkit.plan.report import plan_report
 
-    if kv_cache_dtype not in ("auto", "fp8", "fp8_e4m3", "fp8_e5m2"):
-        raise PlanError(f"--kv-cache-dtype must be auto, fp8, fp8_e4m3 or fp8_e5m2 (got {kv_cache_dtype})")
+    if kv_cache_dtype not in KV_CACHE_DTYPES:
+        raise PlanError(f"--kv-cache-dtype must be one of {', '.join(KV_CACHE_DTYPES)} (got {kv_cache_dtype})")
     if tp and not (gpu or gpu_memory_gib) and device == "gpu":
         raise PlanError("--tp evaluates one layout and needs the GPU", fix="add --gpu NAME or --gpu-memory-gib X")
     if not 1 <= top <= 100:

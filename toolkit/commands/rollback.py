@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, dry_run_done, finish, ops_setup, run
+from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, dry_run_done, execute, finish, ops_setup
 from toolkit.commands.options import DryRunOpt, InventoryOpt, JsonOpt, YesOpt
 
 EXAMPLES = [
@@ -24,10 +24,10 @@ def rollback(inventory: InventoryOpt, host: HostOpt = None, to: ToOpt = None, na
     Uses only what each host keeps (image, weights, exact argv/env); every host is verified.
     """
     from toolkit.commands import output
-    from toolkit.deploy import runner
+    from toolkit.operate import operations
     from toolkit.operate import releases as ops
 
-    site, bundle, run_rec, infos, dep = ops_setup(inventory, name, host, command_line())
+    site, bundle, invocation, infos, dep = ops_setup(inventory, name, host, command_line())
     rows, report = [], {"deployment": dep, "hosts": {}}
     for h, info in infos.items():
         kept = info.get(dep) or {}
@@ -39,15 +39,14 @@ def rollback(inventory: InventoryOpt, host: HostOpt = None, to: ToOpt = None, na
         report["hosts"][h] = {"current": cur, "target": target, "kept": sorted(records)}
     if not json:
         output.table(f"rollback {dep}", ["host", "current", "roll back to", "releases kept"], rows)
+    op = operations.rollback(name=dep, invocation=invocation, host=host, to=to,
+                             targets={h: r["target"] for h, r in report["hosts"].items()})
     if dry_run:
-        return dry_run_done(output, json, report)
+        return dry_run_done(output, json, report, [op])
     confirm(output, f"Roll {dep} back on {len(rows)} host(s), one at a time?", yes=yes, what="roll back",
             fix="pass --yes to roll back non-interactively (review with --dry-run first)")
-    extra = {"selfhost_run": run_rec, "selfhost_name": dep, "selfhost_rollback_to": to or "",
-             "selfhost_release_targets": {h: r["target"] or "" for h, r in report["hosts"].items()}}
-    result = run(runner, output, bundle, list(infos), json, title="rollback (one host at a time)",
-                 steps=["lock", "release", "verify"], playbook="rollback.yml", limit=host, extravars=extra)
-    ops.append_audit(bundle, result, run=run_rec, plan_digest=None, name=dep)
+    result = execute(output, op, bundle, list(infos), json).result
+    ops.append_audit(bundle, result, invocation=invocation, plan_digest=None, name=dep)
     finish(output, json, report | {"rollback": result.to_dict()}, result)
 
 

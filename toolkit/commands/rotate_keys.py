@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, dry_run_done, finish, ops_setup, run
+from toolkit.commands.lifecycle import HostOpt, NameOpt, command_line, confirm, dry_run_done, execute, finish, ops_setup
 from toolkit.commands.options import DryRunOpt, InventoryOpt, JsonOpt, YesOpt
 
 EXAMPLES = [
@@ -30,40 +27,33 @@ def rotate_keys(inventory: InventoryOpt, host: HostOpt = None, name: NameOpt = N
     it once, waits --grace seconds for clients to switch, then removes the old keys and reloads again.
     """
     from toolkit.commands import output
-    from toolkit.deploy import runner
-    from toolkit.operate import releases
+    from toolkit.operate import operations, releases
 
-    site, bundle, run_rec, infos, dep = ops_setup(inventory, name, host, command_line())
+    site, bundle, invocation, infos, dep = ops_setup(inventory, name, host, command_line())
     hosts = list(infos)
     if not json:
         output.line(f"rotate the API keys of {dep} on {', '.join(hosts)}; old keys keep working for {grace}s")
+    rotation = uuid.uuid4().hex[:12]
+    add, wait, retire = operations.rotate_keys(name=dep, invocation=invocation, host=host, grace_s=grace,
+                                               rotation=rotation)
     if dry_run:
-        return dry_run_done(output, json, {"deployment": dep, "hosts": hosts, "grace_s": grace})
+        return dry_run_done(output, json, {"deployment": dep, "hosts": hosts, "grace_s": grace}, [add, wait, retire])
     confirm(output, f"Rotate the API keys on {len(hosts)} host(s)?", yes=yes, what="rotate keys",
             fix="pass --yes to rotate non-interactively")
-    rotation = uuid.uuid4().hex[:12]
-    extra = {"selfhost_run": run_rec, "selfhost_name": dep, "selfhost_rotation_id": rotation}
-    key_dir = Path(tempfile.mkdtemp(prefix="selfhost-keys-"))
-    try:
-        added = run(runner, output, bundle, hosts, json, title="rotate keys: add", steps=["lock", "gateway"],
-                    playbook="rotate_keys.yml", limit=host, key_fetch_dir=key_dir,
-                    extravars={**extra, "selfhost_rotation_phase": "add"})
-        keys = releases.read_rotated_keys(key_dir, rotation)
-    finally:
-        shutil.rmtree(key_dir, ignore_errors=True)
+    done = execute(output, add, bundle, hosts, json)
+    added, keys = done.result, done.keys
     report: dict = {"deployment": dep, "rotation": rotation, "add": added.to_dict()}
     if not added.ok:
-        releases.append_audit(bundle, added, run=run_rec, plan_digest=None, name=dep)
+        releases.append_audit(bundle, added, invocation=invocation, plan_digest=None, name=dep)
         finish(output, json, report | {"api_keys": keys}, added)
     if not json:
         output.api_keys(keys)
-        output.line(f"old keys keep working for {grace}s; switch your clients now")
-    time.sleep(grace)
-    retired = run(runner, output, bundle, hosts, json, title="rotate keys: retire old", steps=["lock", "gateway"],
-                  playbook="rotate_keys.yml", limit=host, extravars={**extra, "selfhost_rotation_phase": "retire"})
+        output.line(f"old keys keep working for {wait.seconds}s; switch your clients now")
+    time.sleep(wait.seconds)
+    retired = execute(output, retire, bundle, hosts, json).result
     for h, s in retired.hosts.items():  # one audit line for the whole rotation
         s.changed += added.hosts.get(h, s).changed if h in added.hosts else 0
-    releases.append_audit(bundle, retired, run=run_rec, plan_digest=None, name=dep)
+    releases.append_audit(bundle, retired, invocation=invocation, plan_digest=None, name=dep)
     report["retire"] = retired.to_dict()
     finish(output, json, report | {"api_keys": keys}, retired)
 

@@ -30,19 +30,20 @@ def status(inventory: InventoryOpt, plan: PlanOptArg = None, bundle: BundleOpt =
     """Show each host's server, model, uptime, GPUs and live load (requests, KV cache, tokens/s, errors)."""
     from toolkit.commands import output
     from toolkit.deploy import locate
+    from toolkit.errors import EXIT_HOSTS, EXIT_NO
     from toolkit.operate import status as st
 
     ref = locate.resolve(inventory, plan, bundle)
-    statuses = st.run(ref.path, ref.hosts, limit=locate.limit_for(ref, host), sample_s=sample)
+    statuses = st.gather(ref.path, ref.hosts, limit=locate.limit_for(ref, host), sample_s=sample)
     ok = all(s.ok for s in statuses)
     if json:
         output.as_json({"ok": ok, "hosts": [s.to_dict() for s in statuses]})
     else:
         output.status_report(statuses)
     if any(not s.reachable for s in statuses):
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_HOSTS)
     if not ok:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_NO)
 
 
 def register(app: typer.Typer) -> None:

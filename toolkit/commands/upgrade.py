@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import typer
 
 from toolkit.commands.deploy import WeightsOpt
-from toolkit.commands.lifecycle import command_line, confirm, dry_run_done, run
+from toolkit.commands.lifecycle import command_line, confirm, dry_run_done, execute
 from toolkit.commands.options import DryRunOpt, InventoryOpt, JsonOpt, PlanArg, YesOpt
 
 EXAMPLES = [
@@ -28,8 +26,8 @@ def upgrade(plan: PlanArg, inventory: InventoryOpt, yes: YesOpt = False, dry_run
     release and the rollout stops there (exit 2).
     """
     from toolkit.commands import output
-    from toolkit.deploy import runner as deployer
-    from toolkit.operate import releases
+    from toolkit.deploy import runner
+    from toolkit.operate import operations, releases
     from toolkit.errors import DeployError
     from toolkit.plan.model import Plan
     from toolkit.render.bundle import render
@@ -38,8 +36,8 @@ def upgrade(plan: PlanArg, inventory: InventoryOpt, yes: YesOpt = False, dry_run
     the_plan = Plan.load(plan)
     site = load_site(inventory)
     bundle = render(the_plan, site, Path("build") / the_plan.name, weights_source=weights)
-    run_rec = deployer.run_info(command_line(), site=str(inventory))
-    infos = releases.read_releases(bundle.path, run=run_rec, name=the_plan.name)
+    invocation = runner.invocation(command_line(), site=str(inventory))
+    infos = releases.read_releases(bundle.path, invocation=invocation, name=the_plan.name)
     new = releases.expected_release(bundle.vars)
     hosts = [h.name for h in site.hosts]
     diffs = {h: releases.release_diff((infos.get(h, {}).get(the_plan.name) or {}).get("current"), new) for h in hosts}
@@ -47,22 +45,15 @@ def upgrade(plan: PlanArg, inventory: InventoryOpt, yes: YesOpt = False, dry_run
                     "diff": {h: [c.__dict__ for c in d] for h, d in diffs.items()}}
     if not json:
         output.release_diffs(diffs)
+    op = operations.upgrade(invocation=invocation)
     if dry_run:
-        return dry_run_done(output, json, report, f"Bundle: {bundle.path}")
+        return dry_run_done(output, json, report, [op], f"Bundle: {bundle.path}")
     confirm(output, f"Upgrade {the_plan.name} on {len(hosts)} host(s), one at a time?", yes=yes, what="upgrade",
             fix="pass --yes to upgrade non-interactively (review with --dry-run first)")
 
-    key_dir = Path(tempfile.mkdtemp(prefix="selfhost-keys-"))
-    try:
-        result = run(deployer, output, bundle.path, hosts, json, title="upgrade (one host at a time)",
-                     steps=["lock", *deployer.STEPS, "release"], key_fetch_dir=key_dir,
-                     extravars={"selfhost_run": run_rec, **releases.ROLLOUT_VARS}, command="upgrade")
-        from toolkit.commands.deploy import _read_keys
-
-        keys = _read_keys(key_dir)
-    finally:
-        shutil.rmtree(key_dir, ignore_errors=True)
-    audit = releases.append_audit(bundle.path, result, run=run_rec, plan_digest=new["plan_digest"])
+    done = execute(output, op, bundle.path, hosts, json)
+    result, keys = done.result, done.keys
+    audit = releases.append_audit(bundle.path, result, invocation=invocation, plan_digest=new["plan_digest"])
     report["upgrade"] = result.to_dict()
     report["audit_ok"] = audit.ok if audit else None
     if json:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from toolkit.errors import ConfigError, RenderError
-from toolkit.render.site import GROUP, Site, load_site
+from toolkit.errors import ConfigError, RenderError, check_bundle
+from toolkit.render.site import Site, bundle_hosts, load_site
 
 BUILD_DIR = Path("build")
 LOCK = "selfhost.lock.yml"
@@ -94,23 +94,6 @@ def _bundle_of(site: Site, plan) -> Path | None:
                 and set(bundle_hosts(path)) == {h.name for h in site.hosts}:
             return path
     return None
-
-
-def check_bundle(path: Path) -> None:
-    missing = [p for p in ("project", "env/extravars", "inventory/hosts.yml") if not (path / p).exists()]
-    if missing:
-        raise ConfigError(f"{path} is not a rendered bundle (missing {', '.join(missing)})",
-                          hint="selfhost render PLAN -i SITE  writes one (default: build/<plan name>)")
-
-
-def bundle_hosts(path: Path) -> list[str]:
-    """Host names of the bundle's inventory (group `inference`, top level or under all.children)."""
-    try:
-        inv = yaml.safe_load((path / "inventory" / "hosts.yml").read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}/inventory/hosts.yml: cannot read it ({exc})") from None
-    group = inv.get(GROUP) or ((inv.get("all") or {}).get("children") or {}).get(GROUP) or {}
-    return [str(h) for h in (group.get("hosts") or {})]
 
 
 def limit_for(ref: BundleRef, host: str | None) -> str | None:

@@ -15,11 +15,14 @@ from __future__ import annotations
 import os
 import re
 import sys
+import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from toolkit.errors import DeployError, DeployTimeout, LockedError, SelfhostError
+from toolkit.errors import EXIT_CANCELED, DeployError, DeployTimeout, LockedError, check_bundle
 
 PLAYBOOK = "site.yml"
 FORKS = 10
@@ -57,7 +60,7 @@ def artifacts_dir(bundle_dir: Path) -> Path:
 class DeployCanceled(DeployError):
     """The run was interrupted (Ctrl-C)."""
 
-    exit_code = 130
+    exit_code = EXIT_CANCELED
 
 
 @dataclass(frozen=True)
@@ -202,8 +205,19 @@ class _Collector:
         return True
 
 
-def run_info(command: str, site: str | None = None) -> dict:
-    """Who runs this (the host lock's owner record): id, user@host, pid, command, since, site."""
+@contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A private temporary folder for what a run fetches from the hosts (API keys, release records)
+    or hands to it (run-time vars); deleted when the block ends, however it ends."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def invocation(command: str, site: str | None = None) -> dict:
+    """Who runs this (the host lock's owner record, `selfhost_run`): id, user@host, pid, command, since, site."""
     import getpass
     import socket
     import time
@@ -233,13 +247,11 @@ def run(bundle_dir: Path, *, check: bool = False, limit: str | None = None,
     from ansible_runner.interface import init_runner
 
     bundle_dir = Path(bundle_dir).absolute()
-    if not (bundle_dir / "project" / playbook).is_file() or not (bundle_dir / "env" / "extravars").is_file():
-        raise SelfhostError(f"{bundle_dir} is not a rendered bundle (no project/{playbook} or env/extravars)",
-                            hint="selfhost render PLAN -i SITE  writes one")
+    check_bundle(bundle_dir, (f"project/{playbook}", "env/extravars"))
     venv_bin = str(Path(sys.executable).parent)  # ansible-playbook lives beside this Python
     envvars = {"PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
     # selfhost_run: who runs this (host lock owner, audit); a CLI command passes its own.
-    extravars = {"selfhost_run": run_info(f"ansible-playbook {playbook}"), **(extravars or {})}
+    extravars = {"selfhost_run": invocation(f"ansible-playbook {playbook}"), **(extravars or {})}
     if key_fetch_dir is not None:
         extravars["selfhost_gateway_key_fetch_dir"] = str(Path(key_fetch_dir).absolute())
     # Always explicit: ansible-runner would otherwise fall back to a stale env/cmdline file.
@@ -250,37 +262,30 @@ def run(bundle_dir: Path, *, check: bool = False, limit: str | None = None,
     artifact_root.mkdir(parents=True, exist_ok=True)
     # Run-time vars hold what a user typed (--since, --to, --name, the command line): passed as a file
     # whose strings are all `!unsafe`, never as JSON on the command line, so Ansible evaluates no Jinja in them.
-    import tempfile
-
     from toolkit.render.bundle import unsafe_yaml
 
-    vars_dir = Path(tempfile.mkdtemp(prefix="selfhost-vars-"))
-    vars_file = vars_dir / "extravars.yml"
-    vars_file.write_text(unsafe_yaml(extravars))
-    started = time.monotonic()
-    r = init_runner(
-        private_data_dir=str(bundle_dir),
-        playbook=playbook,
-        limit=limit,
-        cmdline=cmdline,
-        envvars=envvars,
-        extravars=str(vars_file),
-        event_handler=_Collector(result, on_event, on_raw_event),
-        quiet=True,
-        suppress_env_files=True,  # never write our run-time options (or the key dir) into the bundle
-        artifact_dir=str(artifact_root),
-        rotate_artifacts=ARTIFACTS_KEEP,
-        timeout=timeout_s,
-        ident=f"{time.strftime('%Y%m%dT%H%M%S')}-{'check' if check else 'deploy'}",
-    )
-    # The bundle's env/settings may ask for Ansible's own output; the CLI owns the terminal.
-    r.config.suppress_ansible_output = True
-    try:
+    with scratch_dir("selfhost-vars-") as vars_dir:
+        vars_file = vars_dir / "extravars.yml"
+        vars_file.write_text(unsafe_yaml(extravars))
+        started = time.monotonic()
+        r = init_runner(
+            private_data_dir=str(bundle_dir),
+            playbook=playbook,
+            limit=limit,
+            cmdline=cmdline,
+            envvars=envvars,
+            extravars=str(vars_file),
+            event_handler=_Collector(result, on_event, on_raw_event),
+            quiet=True,
+            suppress_env_files=True,  # never write our run-time options (or the key dir) into the bundle
+            artifact_dir=str(artifact_root),
+            rotate_artifacts=ARTIFACTS_KEEP,
+            timeout=timeout_s,
+            ident=f"{time.strftime('%Y%m%dT%H%M%S')}-{'check' if check else 'deploy'}",
+        )
+        # The bundle's env/settings may ask for Ansible's own output; the CLI owns the terminal.
+        r.config.suppress_ansible_output = True
         r.run()
-    finally:
-        import shutil
-
-        shutil.rmtree(vars_dir, ignore_errors=True)
     result.wall_s = round(time.monotonic() - started, 1)
     result.status, result.rc = r.status, r.rc
     result.artifacts = str(r.config.artifact_dir)

@@ -7,7 +7,7 @@ The stable JSON contract (`selfhost doctor --json`):
 Exit codes: 0 every check passed, 1 a check failed, 2 doctor could not run (a host unreachable,
 a bad bundle or site). The checks come from `playbooks/doctor.yml`, which records each one in
 the `_selfhost_preflight_checks` list (see the selfhost_preflight role) and reports the list in a
-final task. Pure shaping here; `run` is the only function that touches hosts.
+final task. Fact (`FACT`) + parser (`shape`, pure); `gather` is the only function that touches hosts.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import DeployError
+from toolkit.deploy import readout
+from toolkit.errors import EXIT_HOSTS, EXIT_NO, EXIT_OK, DeployError
 
-PLAYBOOK = "doctor.yml"
-VAR = "_selfhost_preflight_checks"
-EXIT_OK, EXIT_FAILED, EXIT_COULD_NOT_RUN = 0, 1, 2
+FACT = readout.Fact(playbook="doctor.yml", var="_selfhost_preflight_checks", kind=list,
+                    nothing="the doctor playbook reported no checks")
+EXIT_FAILED, EXIT_COULD_NOT_RUN = EXIT_NO, EXIT_HOSTS
 
 
 class DoctorCouldNotRun(DeployError):
@@ -72,26 +73,23 @@ def _as_bool(value: Any) -> bool:
     return bool(value)
 
 
-def shape(hosts: list[str], values: dict[str, Any], unreachable: dict[str, str],
-          failures: dict[str, str]) -> DoctorReport:
-    """Per-host check lists (as the playbook reported them) → one report, host order kept.
+def shape(answers: dict[str, Any]) -> DoctorReport:
+    """Per-host check lists (`readout.gather` answers) → one report, host order kept.
 
     Every host gets a `reachable` check first; a host that could not be reached or that failed
     before reporting gets one failed record saying why, and makes the exit code 2.
     """
     report = DoctorReport()
-    for host in hosts + sorted(set(values) - set(hosts)):
-        if host in unreachable:
+    for host, raw in answers.items():
+        if isinstance(raw, readout.Unreachable):
             report.could_not_run.append(host)
-            report.checks.append(Check(host, "reachable", False, f"{host} is unreachable: {unreachable[host]}",
+            report.checks.append(Check(host, "reachable", False, f"{host} is unreachable: {raw.why}",
                                        "check the host is up and SSH answers: ansible_host, ansible_port, "
                                        "ansible_user and the key in the site's hosts.yml / group_vars"))
             continue
-        raw = values.get(host)
-        if not isinstance(raw, list):
+        if isinstance(raw, readout.NoReport):
             report.could_not_run.append(host)
-            why = failures.get(host) or failures.get("*") or "the doctor playbook reported no checks"
-            report.checks.append(Check(host, "doctor", False, f"doctor could not check {host}: {why}",
+            report.checks.append(Check(host, "doctor", False, f"doctor could not check {host}: {raw.why}",
                                        "fix what the message names (become/sudo, Python on the host), then run "
                                        "`selfhost doctor` again"))
             continue
@@ -105,10 +103,6 @@ def shape(hosts: list[str], values: dict[str, Any], unreachable: dict[str, str],
     return report
 
 
-def run(bundle: Path, hosts: list[str], *, limit: str | None = None) -> DoctorReport:
+def gather(bundle: Path, hosts: list[str], *, limit: str | None = None) -> DoctorReport:
     """Run playbooks/doctor.yml (check mode, read-only) on the bundle's hosts and shape the result."""
-    from toolkit.deploy import readout
-
-    r = readout.collect(bundle, PLAYBOOK, VAR, limit=limit)
-    wanted = [h for h in hosts if limit is None or h == limit]
-    return shape(wanted, r.values, r.unreachable(), r.failures())
+    return shape(readout.gather(bundle, FACT, hosts, limit=limit))

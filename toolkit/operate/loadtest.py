@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from toolkit.errors import ConfigError
+from toolkit.plan.model import Performance
 
 DEFAULT_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 
@@ -35,18 +36,6 @@ class Target:
     """CA certificate that signed the server's certificate (https)."""
     model: str | None = None
     """Model name to ask for; None = the first one `/v1/models` lists."""
-
-
-@dataclass(frozen=True)
-class Prediction:
-    decode_tokens_per_s: float
-    """Plan: single-stream decode speed."""
-    aggregate_tokens_per_s: float
-    """Plan: decode throughput of one replica at `at_concurrency`."""
-    per_user_tokens_per_s: float
-    """Plan: what each user sees at `at_concurrency`."""
-    at_concurrency: int
-    """Concurrency the plan's aggregate is for."""
 
 
 @dataclass
@@ -94,11 +83,13 @@ class BenchResult:
     """Inter-token latency, 95th percentile."""
     error_samples: list[str]
     """Up to five distinct error messages."""
-    predicted: Prediction | None = None
-    """The plan's numbers, when a plan was given."""
+    predicted: Performance | None = None
+    """The plan's speed model (`Plan.performance`), when a plan was given."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["predicted"] = self.predicted.model_dump(mode="json") if self.predicted is not None else None
+        return d
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -259,9 +250,9 @@ def _one(client: _Client, model: str, prompt: str, max_tokens: int, hard_deadlin
     return r
 
 
-def run(target: Target, *, concurrency: int = 4, duration_s: float = 30.0, max_requests: int = 100,
+def measure(target: Target, *, concurrency: int = 4, duration_s: float = 30.0, max_requests: int = 100,
         max_tokens: int = 128, prompt: str = DEFAULT_PROMPT, timeout_s: float = 60.0, grace_s: float = 30.0,
-        prediction: Prediction | None = None) -> BenchResult:
+        prediction: Performance | None = None) -> BenchResult:
     """Run the load test; returns when `max_requests` are done or `duration_s` (+ grace for in-flight) is over."""
     if concurrency < 1 or max_requests < 1 or duration_s <= 0 or max_tokens < 1:
         raise ConfigError("--concurrency, --requests, --duration and --max-tokens must be positive")

@@ -13,10 +13,11 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
-PLAYBOOK = "logs.yml"
-VAR = "_selfhost_logs"
+from toolkit.deploy import readout
+
+FACT = readout.Fact(playbook="logs.yml", var="_selfhost_logs", kind=dict, nothing="logs reported nothing")
 SERVICES = ("vllm", "gateway")
 POLL_S = 2.0
 REDACTED = "[REDACTED]"
@@ -78,17 +79,16 @@ def new_lines(lines: Iterable[LogLine], seen: set[tuple[str, str, str]]) -> list
     return fresh
 
 
-def shape(values: dict, hosts: list[str], unreachable: dict[str, str], failures: dict[str, str]) -> tuple[list[LogLine], dict[str, str]]:
-    """Per-host reports → (merged lines, host → error)."""
+def shape(answers: dict[str, Any]) -> tuple[list[LogLine], dict[str, str]]:
+    """Per-host reports (`readout.gather` answers) → (merged lines, host → error)."""
     lines: list[LogLine] = []
     errors: dict[str, str] = {}
-    for host in hosts:
-        if host in unreachable:
-            errors[host] = f"unreachable: {unreachable[host]}"
+    for host, raw in answers.items():
+        if isinstance(raw, readout.Unreachable):
+            errors[host] = f"unreachable: {raw.why}"
             continue
-        raw = values.get(host)
-        if not isinstance(raw, dict):
-            errors[host] = failures.get(host) or failures.get("*") or "logs reported nothing"
+        if isinstance(raw, readout.NoReport):
+            errors[host] = raw.why
             continue
         if int(raw.get("rc", 0) or 0) != 0:
             errors[host] = redact(" ".join(str(raw.get("stderr") or "docker logs failed").split()))[:500]
@@ -100,12 +100,8 @@ def shape(values: dict, hosts: list[str], unreachable: dict[str, str], failures:
 def fetch(bundle: Path, hosts: list[str], *, service: str = "vllm", since: str | None = None,
           tail: int | str = 100, limit: str | None = None) -> tuple[list[LogLine], dict[str, str]]:
     """One read of the logs (all hosts, or `limit`)."""
-    from toolkit.deploy import readout
-
     extravars = {"selfhost_logs_service": service, "selfhost_logs_since": since or "", "selfhost_logs_tail": str(tail)}
-    r = readout.collect(bundle, PLAYBOOK, VAR, limit=limit, extravars=extravars)
-    wanted = [h for h in hosts if limit is None or h == limit]
-    return shape(r.values, wanted, r.unreachable(), r.failures())
+    return shape(readout.gather(bundle, FACT, hosts, limit=limit, extravars=extravars))
 
 
 def follow(read: Callable[[str | None], tuple[list[LogLine], dict[str, str]]],

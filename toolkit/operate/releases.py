@@ -10,24 +10,18 @@ release records say what runs there. Nothing here prints.
 from __future__ import annotations
 
 import json
-import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.deploy import runner
+from toolkit.operate import operations
+from toolkit.plan.vllm_args import argv_flags
 from toolkit.render import server
 from toolkit.render.deploy_vars import DeployVars
 from toolkit.errors import ConfigError
 from toolkit.render.site import Site
 
-ROLLOUT_VARS = {  # `selfhost upgrade`: one host at a time, stop at the first failure, roll it back
-    "selfhost_rollout_serial": 1,
-    "selfhost_rollout_max_fail_percentage": 0,
-    "selfhost_rollout_auto_rollback": True,
-}
 STOP_TASK = "Stop the rollout at this host"  # the site.yml rescue task whose message says what happened
 
 
@@ -68,31 +62,11 @@ def rollback_target(kept: dict, to: str | None) -> str | None:
 def _flat(record: dict) -> dict:
     """The fields a diff compares, from a record of either schema (1: dirs and name under `vllm`)."""
     v = record.get("vllm") or {}
-    return {"image": v.get("image"), "argv": v.get("argv") or [], "env": v.get("env") or {},
+    # str(): a host record may hold `8000` for "8000" (ansible-core reads `!unsafe '8000'` extra vars as ints).
+    return {"image": v.get("image"), "argv": [str(a) for a in v.get("argv") or []],
+            "env": {k: str(x) for k, x in (v.get("env") or {}).items()},
             "weights_dir": record.get("weights_dir") or v.get("weights_dir"),
             "served_model_name": record.get("served_model_name") or v.get("served_model_name")}
-
-
-def argv_flags(argv: list[str]) -> dict[str, str | None]:
-    """`--flag value`, `--flag=value` and bare `--switch` (None) as an ordered map; positionals as `(argN)`."""
-    flags: dict[str, str | None] = {}
-    i, pos = 0, 0
-    while i < len(argv):
-        tok = argv[i]
-        if tok.startswith("--"):
-            name, eq, val = tok.partition("=")
-            if eq:
-                flags[name] = val
-            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                flags[name] = argv[i + 1]
-                i += 1
-            else:
-                flags[name] = None
-        else:
-            flags[f"(arg{pos})"] = tok
-            pos += 1
-        i += 1
-    return flags
 
 
 def release_diff(current: dict | None, new: dict) -> list[Change]:
@@ -155,11 +129,12 @@ def resolve_name(infos: dict[str, dict], given: str | None) -> str:
 
 # ---------------------------------------------------------------- audit
 
-def audit_record(*, run: dict, host: str, status: str, changed: int, plan_digest: str | None,
+def audit_record(*, invocation: dict, host: str, status: str, changed: int, plan_digest: str | None,
                  name: str | None = None) -> dict:
-    """One audit line: who ran what, when, on which plan, and how it ended on this host."""
-    return {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "since": run.get("since"),
-            "who": run.get("who"), "pid": run.get("pid"), "command": run.get("command"), "run_id": run.get("id"),
+    """One audit line: who ran what (`runner.invocation`), when, on which plan, and how it ended on this host."""
+    inv = invocation
+    return {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "since": inv.get("since"),
+            "who": inv.get("who"), "pid": inv.get("pid"), "command": inv.get("command"), "run_id": inv.get("id"),
             "deployment": name, "plan_digest": plan_digest, "host": host, "result": status, "changed": changed}
 
 
@@ -176,20 +151,19 @@ def host_status(result: runner.DeployResult, host: str) -> str:
     return "ok"
 
 
-def audit_records(result: runner.DeployResult, *, run: dict, plan_digest: str | None,
+def audit_records(result: runner.DeployResult, *, invocation: dict, plan_digest: str | None,
                   name: str | None = None) -> dict[str, dict]:
-    return {h: audit_record(run=run, host=h, status=host_status(result, h), changed=s.changed,
+    return {h: audit_record(invocation=invocation, host=h, status=host_status(result, h), changed=s.changed,
                             plan_digest=plan_digest, name=name) for h, s in result.hosts.items()}
 
 
-def append_audit(bundle: Path, result: runner.DeployResult, *, run: dict, plan_digest: str | None,
+def append_audit(bundle: Path, result: runner.DeployResult, *, invocation: dict, plan_digest: str | None,
                  name: str | None = None) -> runner.DeployResult | None:
     """Append the run's audit line on every host it reached (audit.yml); a failure here is reported, not raised."""
     if result.check or not result.hosts:
         return None
-    records = audit_records(result, run=run, plan_digest=plan_digest, name=name)
-    extra = {"selfhost_audit_records": records, "selfhost_run": run, **({"selfhost_name": name} if name else {})}
-    return runner.run(bundle, playbook="audit.yml", limit=",".join(records), extravars=extra)
+    records = audit_records(result, invocation=invocation, plan_digest=plan_digest, name=name)
+    return operations.execute(bundle, operations.audit(records=records, invocation=invocation, name=name)).result
 
 
 # ---------------------------------------------------------------- bundles and reads
@@ -212,36 +186,21 @@ def ops_bundle(site: Site, out: Path) -> Path:
     return r._write_atomically(Path(out), contents)
 
 
-def read_releases(bundle: Path, *, run: dict, name: str | None = None, limit: str | None = None) -> dict[str, dict]:
+def read_releases(bundle: Path, *, invocation: dict, name: str | None = None,
+                  limit: str | None = None) -> dict[str, dict]:
     """host → {deployment: {current, previous, releases, records, lock}} from each host (releases.yml)."""
-    tmp = Path(tempfile.mkdtemp(prefix="selfhost-releases-"))
-    try:
-        extra = {"selfhost_info_dir": str(tmp), "selfhost_run": run, **({"selfhost_name": name} if name else {})}
+    with runner.scratch_dir("selfhost-releases-") as tmp:
+        extra = {"selfhost_info_dir": str(tmp), "selfhost_run": invocation, **({"selfhost_name": name} if name else {})}
         result = runner.run(bundle, playbook="releases.yml", limit=limit, extravars=extra)
         if not result.ok:
             result.raise_for_status()
         return {f.stem: json.loads(f.read_text() or "{}") for f in sorted(tmp.glob("*.json"))}
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def stop_message(result: runner.DeployResult) -> str | None:
     """The rollout's own account of where it stopped and whether the host was rolled back."""
     stop = next((f for f in result.failed if f.task == STOP_TASK), None)
     return stop.message if stop else None
-
-
-_ROTATED_RE = re.compile(r'"Bearer ([0-9A-Za-z._~+/-]{16,})"\s+1;\s*# rotation=(\S+)')
-
-
-def read_rotated_keys(key_dir: Path, rotation: str) -> dict[str, str]:
-    """host → the key of this rotation, from the files fetched into key_dir (deleted by the caller)."""
-    keys = {}
-    for f in sorted(Path(key_dir).glob("*.conf")):
-        for key, rid in _ROTATED_RE.findall(f.read_text()):
-            if rid == rotation:
-                keys[f.stem] = key
-    return keys
 
 
 def require_confirmation(what: str, fix: str) -> None:

@@ -2,8 +2,8 @@
 
 `playbooks/status.yml` reports, per host, the server and gateway containers (docker inspect
 fields), two `/metrics` samples taken inside the server container a few seconds apart, and
-`nvidia-smi` lines on GPU hosts. Everything here but `run` is pure: `parse_prometheus` reads the
-Prometheus text format, `shape_host` builds the typed model. Metric names come from
+`nvidia-smi` lines on GPU hosts. Everything here but `gather` is pure: `parse_prometheus` reads the
+Prometheus text format, `shape_host` builds the typed model, `shape` reads `readout.gather` answers. Metric names come from
 `toolkit.render.monitoring` (the same list the alerts and dashboard use).
 """
 
@@ -20,10 +20,11 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from toolkit.deploy import readout
+from toolkit.plan.vllm_args import argv_flags
 from toolkit.render import monitoring as m
 
-PLAYBOOK = "status.yml"
-VAR = "_selfhost_status"
+FACT = readout.Fact(playbook="status.yml", var="_selfhost_status", kind=dict, nothing="status reported nothing")
 SAMPLE_S = 3.0
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
@@ -155,15 +156,6 @@ class HostStatus:
         return d
 
 
-def _flag(args: list[str], flag: str) -> str | None:
-    for i, a in enumerate(args):
-        if a == flag and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith(flag + "="):
-            return a.split("=", 1)[1]
-    return None
-
-
 def parse_docker_time(value: str | None) -> float | None:
     """Docker's RFC 3339 time with nanoseconds (2025-01-02T03:04:05.123456789Z) → Unix seconds."""
     if not value or value.startswith("0001-"):
@@ -203,9 +195,10 @@ def shape_host(host: str, raw: dict[str, Any], *, now: float | None = None) -> H
         labels = vllm.get("Labels") or {}
         st.state, st.health = state.get("Status"), (state.get("Health") or {}).get("Status")
         st.image, st.image_id, st.restarts = vllm.get("Image"), vllm.get("ImageId"), vllm.get("RestartCount")
-        st.served_model = _flag(args, "--served-model-name")
-        st.model = _flag(args, "--model") or (args[0] if args and not args[0].startswith("-") else None)
-        st.revision = _flag(args, "--revision")
+        flags = argv_flags(args)
+        st.served_model = flags.get("--served-model-name")
+        st.model = flags.get("--model") or flags.get("(arg0)")
+        st.revision = flags.get("--revision")
         st.plan_digest = labels.get("org.selfhost.plan-digest")
         st.started_at = state.get("StartedAt")
     gateway = raw.get("gateway") or {}
@@ -236,18 +229,12 @@ def unreachable_host(host: str, why: str) -> HostStatus:
     return HostStatus(host=host, reachable=False, error=why)
 
 
-def run(bundle: Path, hosts: list[str], *, limit: str | None = None, sample_s: float = SAMPLE_S) -> list[HostStatus]:
-    """Run playbooks/status.yml (check mode, read-only) and shape each host's facts."""
-    from toolkit.deploy import readout
+def shape(answers: dict[str, Any]) -> list[HostStatus]:
+    """`readout.gather` answers → one HostStatus per host (not reachable, or nothing reported: `reachable` False)."""
+    return [unreachable_host(h, raw.why) if isinstance(raw, (readout.Unreachable, readout.NoReport))
+            else shape_host(h, raw) for h, raw in answers.items()]
 
-    r = readout.collect(bundle, PLAYBOOK, VAR, limit=limit, extravars={"selfhost_status_sample_s": sample_s})
-    dark, failures = r.unreachable(), r.failures()
-    out = []
-    for host in [h for h in hosts if limit is None or h == limit]:
-        if host in dark:
-            out.append(unreachable_host(host, dark[host]))
-        elif host not in r.values:
-            out.append(unreachable_host(host, failures.get(host) or failures.get("*") or "status reported nothing"))
-        else:
-            out.append(shape_host(host, r.values[host]))
-    return out
+
+def gather(bundle: Path, hosts: list[str], *, limit: str | None = None, sample_s: float = SAMPLE_S) -> list[HostStatus]:
+    """Run playbooks/status.yml (check mode, read-only) and shape each host's facts."""
+    return shape(readout.gather(bundle, FACT, hosts, limit=limit, extravars={"selfhost_status_sample_s": sample_s}))

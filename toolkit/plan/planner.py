@@ -21,7 +21,7 @@ from toolkit.sizing.engine import GIB, check_version, engine_profile
 from toolkit.sizing.estimate import Device, Estimate, Settings, estimate
 from toolkit.sizing.lora import LoraSettings
 from toolkit.catalog.spec import GpuSpec, QuantSpec
-from toolkit.plan.vllm_args import VLLM_VERSION, VllmServeArgs
+from toolkit.plan.vllm_args import KNOBS, VLLM_VERSION, VllmServeArgs
 
 DEFAULT_CONTEXT = 8192
 GPU_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"
@@ -58,11 +58,12 @@ class PlanRequest:
     # Exact layout (evaluate mode when tp is given)
     tp: int | None = None
     pp: int = 1
-    gpu_memory_utilization: float | None = None
-    max_num_batched_tokens: int | None = None
-    max_num_seqs: int | None = None
-    kv_cache_dtype: str = "auto"
-    enforce_eager: bool = False
+    # Engine knobs: declared (type, default, help) in vllm_args.KNOBS; these fields carry the user's values.
+    gpu_memory_utilization: float | None = KNOBS["gpu_memory_utilization"].default
+    max_num_batched_tokens: int | None = KNOBS["max_num_batched_tokens"].default
+    max_num_seqs: int | None = KNOBS["max_num_seqs"].default
+    kv_cache_dtype: str = KNOBS["kv_cache_dtype"].default
+    enforce_eager: bool = KNOBS["enforce_eager"].default
     vllm_version: str = VLLM_VERSION
     accept_license_risk: bool = False
     loras: list[tuple[str, str]] = field(default_factory=list)
@@ -199,7 +200,6 @@ class PlanResult:
     plan: Plan
     options: list[Option]
     rejected: list[Option]
-    explain: list = field(default_factory=list)
 
 
 def _custom_gpu(memory_gib: float) -> GpuSpec:

@@ -1,8 +1,15 @@
-"""The exact `vllm serve` arguments a plan stands for. Field names are vLLM's own flag names."""
+"""The exact `vllm serve` arguments a plan stands for. Field names are vLLM's own flag names.
+
+`KNOBS` declares, once, the engine settings a user may pin (`selfhost plan --max-num-seqs …`): name,
+type, default and help. The CLI options take their help and defaults from it; `PlanRequest`,
+`sizing.estimate.Settings` (which cannot import this stage) and `VllmServeArgs` carry fields of the same
+names, kept in step by tests/unit/test_knobs.py.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import model_serializer
 
@@ -10,6 +17,33 @@ from toolkit.catalog.spec import Strict
 
 # The vLLM release whose defaults the sizing engine models and whose image the deploy runs.
 VLLM_VERSION = "0.32.0"
+KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One engine setting a plan may pin; default None = the planner (or vLLM) chooses."""
+
+    name: str
+    """vLLM's name for it (`max_num_seqs`); the flag is `--max-num-seqs` in vLLM and in `selfhost plan`."""
+    type: type
+    default: Any
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+KNOBS: dict[str, Knob] = {k.name: k for k in (
+    Knob("gpu_memory_utilization", float, None,
+         "Fraction of GPU memory vLLM may take (default: planned, pinned on GPU; vLLM's own default moved 0.90 → 0.92)."),
+    Knob("max_num_batched_tokens", int, None,
+         "Tokens per scheduler step; sets the profiled activation peak (default: vLLM's for the layout)."),
+    Knob("max_num_seqs", int, None, "Concurrent sequences the scheduler admits (default: vLLM's)."),
+    Knob("kv_cache_dtype", str, "auto", "KV cache precision: " + ", ".join(KV_CACHE_DTYPES) + "."),
+    Knob("enforce_eager", bool, False, "No CUDA graphs (less memory, slower decode)."),
+)}
 
 
 class VllmServeArgs(Strict):
@@ -29,13 +63,13 @@ class VllmServeArgs(Strict):
     """`--max-num-seqs`: concurrent sequences the scheduler admits."""
     max_num_batched_tokens: int
     """`--max-num-batched-tokens`: tokens per step; sets the profiled activation peak."""
-    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
+    kv_cache_dtype: Literal[KV_CACHE_DTYPES] = KNOBS["kv_cache_dtype"].default
     """`--kv-cache-dtype`."""
     quantization: str | None = None
     """`--quantization`, only when vLLM cannot detect it from the checkpoint."""
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     """`--dtype`."""
-    enforce_eager: bool = False
+    enforce_eager: bool = KNOBS["enforce_eager"].default
     """`--enforce-eager`: no CUDA graphs (less memory, slower decode)."""
     host: str = "0.0.0.0"
     """`--host` inside the container (the container network is internal; the proxy fronts it)."""
@@ -86,3 +120,28 @@ class VllmServeArgs(Strict):
                 if value is not None:
                     argv += [flag, str(value)]
         return argv
+
+
+def argv_flags(argv: list[str]) -> dict[str, str | None]:
+    """`--flag value`, `--flag=value` and bare `--switch` (None) as an ordered map; positionals as `(argN)`.
+
+    The one reader of a server argv (what `to_argv` wrote, or what a container runs): release diffs
+    and `selfhost status` both use it."""
+    flags: dict[str, str | None] = {}
+    i, pos = 0, 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok.startswith("--"):
+            name, eq, val = tok.partition("=")
+            if eq:
+                flags[name] = val
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                flags[name] = argv[i + 1]
+                i += 1
+            else:
+                flags[name] = None
+        else:
+            flags[f"(arg{pos})"] = tok
+            pos += 1
+        i += 1
+    return flags

@@ -11,9 +11,8 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, check_bundle
+from toolkit.render.site import bundle_hosts
 
 OVERVIEW = "overview"
 TOPICS: dict[str, str] = {  # topic → one-line title (order = `selfhost runbook` listing order)
@@ -59,9 +58,7 @@ def check_topic(topic: str) -> str:
 def find_bundle(bundle: Path | None, site_hosts: list[str] | None, search: Path = Path("build")) -> Path:
     """The bundle to read pages from: the one given, or the only bundle under `search` for the site's hosts."""
     if bundle is not None:
-        if not (Path(bundle) / LOCK).is_file():
-            raise ConfigError(f"{bundle} is not a rendered bundle (no {LOCK})",
-                              hint="selfhost render plan.yml -i SITE --out DIR")
+        check_bundle(bundle, (LOCK,))
         return Path(bundle)
     candidates = sorted(p.parent for p in Path(search).glob(f"*/{LOCK}"))
     if site_hosts is not None:
@@ -77,19 +74,9 @@ def find_bundle(bundle: Path | None, site_hosts: list[str] | None, search: Path 
 
 def _bundle_hosts(bundle: Path) -> set[str]:
     try:
-        inv = yaml.safe_load((bundle / "inventory" / "hosts.yml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        return set(bundle_hosts(bundle))
+    except ConfigError:  # an unreadable candidate is not this site's bundle
         return set()
-    hosts: set[str] = set()
-
-    def walk(node):
-        if isinstance(node, dict):
-            if isinstance(node.get("hosts"), dict):
-                hosts.update(str(h) for h in node["hosts"])
-            for v in node.values():
-                walk(v)
-    walk(inv)
-    return hosts
 
 
 def pages(bundle: Path) -> list[Page]:

@@ -237,6 +237,16 @@ class Site:
         return self.path / ".cache"
 
 
+def bundle_hosts(bundle: Path) -> list[str]:
+    """Host names of a rendered bundle's inventory (group `inference`, top level or under all.children), in order."""
+    try:
+        inv = yaml.safe_load((Path(bundle) / "inventory" / "hosts.yml").read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{bundle}/inventory/hosts.yml: cannot read it ({exc})") from None
+    group = inv.get(GROUP) or ((inv.get("all") or {}).get("children") or {}).get(GROUP) or {}
+    return [str(h) for h in (group.get("hosts") or {})]
+
+
 def init_site(path: Path) -> list[Path]:
     """Copy the example site to `path`; never overwrites. Returns the files created."""
     path = Path(path)

@@ -8,9 +8,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from toolkit.sizing.results import Capacity, Explanation, MemoryBreakdown
+from toolkit.sizing.results import Capacity, MemoryBreakdown
 from toolkit.sizing import engine, kv
 from toolkit.sizing.engine import GIB, EngineProfile
 from toolkit.sizing.lora import LoraMemory, LoraSettings, lora_memory
@@ -22,7 +22,8 @@ CPU_RUNTIME_OVERHEAD_GIB = 2.0  # Python, torch and oneDNN workspaces on a CPU s
 
 @dataclass(frozen=True)
 class Settings:
-    """Engine arguments; None means "what vLLM would pick"."""
+    """Engine arguments; None means "what vLLM would pick". The user-settable ones are declared (type,
+    default, help) in `toolkit.plan.vllm_args.KNOBS`; tests/unit/test_knobs.py keeps these in step."""
 
     max_model_len: int
     gpu_memory_utilization: float | None = None
@@ -56,7 +57,6 @@ class Estimate:
     weights: WeightBytes
     layout_ok: bool = True
     """vLLM would accept the layout (heads, alignment, compute capability)."""
-    explain: list[Explanation] = field(default_factory=list)
     lora: LoraMemory | None = None
     """LoRA buffers (per rank) and the host-RAM adapter cache, when LoRA is on."""
 

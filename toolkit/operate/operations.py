@@ -1,0 +1,182 @@
+"""Day-2 runs as values: what a command would run, decided before anything runs (Kamal's commands-as-values).
+
+Each builder is pure: it takes what the command decided (deployment name, hosts, targets, who runs
+it) and returns an `Operation` — the playbook, the Ansible limit, the run-time extra-vars, the
+progress view's steps — or, for `rotate-keys`, a list of steps with a `Wait` between two runs.
+`selfhost <command> --dry-run` prints these values; `execute` is the one place that runs one (through `execute` here, which `toolkit.commands.lifecycle.execute` wraps with the
+live progress view). Unit tests compare them (tests/unit/test_operations.py). Nothing here prints;
+only `execute` touches hosts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Union
+
+from toolkit.deploy import runner
+
+# selfhost upgrade: one host at a time, stop at the first failure, roll that host back.
+ROLLOUT_VARS = {
+    "selfhost_rollout_serial": 1,
+    "selfhost_rollout_max_fail_percentage": 0,
+    "selfhost_rollout_auto_rollback": True,
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One playbook run of a bundle, fully decided."""
+
+    command: str
+    """The selfhost command it serves (`rollback`, `deploy --check`): named in progress and failures."""
+    playbook: str
+    """Playbook of the bundle's project/ (`site.yml`, `rollback.yml`, …)."""
+    title: str
+    """Title of the live progress view."""
+    steps: tuple[str, ...]
+    """Columns of the live progress view (role steps, in order)."""
+    limit: str | None = None
+    """Ansible `--limit` (None: every host of the bundle)."""
+    extravars: dict[str, Any] = field(default_factory=dict)
+    """Run-time variables (`-e`, passed as an `!unsafe` file, never written into the bundle)."""
+    check: bool = False
+    """Ansible check mode: nothing changes on the hosts."""
+    fetch_keys: bool = False
+    """Fetch the gateway's API-key files into a private folder that is read, then deleted."""
+    rotation: str | None = None
+    """With fetch_keys: read only the key of this rotation (rotate-keys), not every key."""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["steps"] = list(self.steps)
+        return d
+
+
+@dataclass(frozen=True)
+class Wait:
+    """A pause between two runs (rotate-keys: the grace window in which old and new keys both work)."""
+
+    seconds: int
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"wait_s": self.seconds, "reason": self.reason}
+
+
+Step = Union[Operation, Wait]
+
+
+def describe(steps: list[Step]) -> list[dict]:
+    """The steps as JSON-able dicts (what `--dry-run --json` prints under `operations`)."""
+    return [s.to_dict() for s in steps]
+
+
+def _base(invocation: dict, name: str | None = None) -> dict:
+    """Every mutating run carries who runs it (host lock owner, audit) and, for plan-less ones, the deployment."""
+    return {"selfhost_run": invocation, **({"selfhost_name": name} if name else {})}
+
+
+# ---------------------------------------------------------------- deploy and upgrade (a rendered plan)
+
+def deploy_check(*, limit: str | None) -> Operation:
+    """`deploy --check`: preflight and end-to-end verify of what is deployed; changes nothing."""
+    return Operation(command="deploy --check", playbook="check.yml", title="check", steps=tuple(runner.STEPS),
+                     limit=limit, check=True)
+
+
+def deploy_preview(*, limit: str | None, invocation: dict) -> Operation:
+    """The check-mode run of site.yml that `deploy` shows before asking."""
+    return Operation(command="deploy", playbook=runner.PLAYBOOK, title="deploy preview", steps=tuple(runner.STEPS),
+                     limit=limit, extravars=_base(invocation), check=True)
+
+
+def deploy(*, limit: str | None, invocation: dict) -> Operation:
+    return Operation(command="deploy", playbook=runner.PLAYBOOK, title="deploy", steps=tuple(runner.STEPS),
+                     limit=limit, extravars=_base(invocation), fetch_keys=True)
+
+
+def upgrade(*, invocation: dict) -> Operation:
+    """site.yml one host at a time; a host that fails verify is rolled back and the rollout stops."""
+    return Operation(command="upgrade", playbook=runner.PLAYBOOK, title="upgrade (one host at a time)",
+                     steps=("lock", *runner.STEPS, "release"), extravars={**_base(invocation), **ROLLOUT_VARS},
+                     fetch_keys=True)
+
+
+# ---------------------------------------------------------------- plan-less day-2 runs (the ops bundle)
+
+def rollback(*, name: str, invocation: dict, host: str | None, to: str | None,
+             targets: dict[str, str | None]) -> Operation:
+    """Activate `targets` (host → release id, chosen by `releases.rollback_target`), one host at a time."""
+    return Operation(command="rollback", playbook="rollback.yml", title="rollback (one host at a time)",
+                     steps=("lock", "release", "verify"), limit=host,
+                     extravars={**_base(invocation, name), "selfhost_rollback_to": to or "",
+                                "selfhost_release_targets": {h: t or "" for h, t in targets.items()}})
+
+
+def destroy(*, name: str, invocation: dict, host: str | None, purge: bool) -> Operation:
+    return Operation(command="destroy", playbook="destroy.yml", title="destroy", steps=("lock", "release"),
+                     limit=host, extravars={**_base(invocation, name), "selfhost_destroy_purge": purge})
+
+
+def unlock(*, name: str, invocation: dict, host: str) -> Operation:
+    return Operation(command="unlock", playbook="unlock.yml", title="unlock", steps=("lock",), limit=host,
+                     extravars=_base(invocation, name))
+
+
+def rotate_keys(*, name: str, invocation: dict, host: str | None, grace_s: int, rotation: str) -> list[Step]:
+    """Add a new key beside the old ones (shown once), wait `grace_s`, then retire the old ones."""
+    extra = {**_base(invocation, name), "selfhost_rotation_id": rotation}
+
+    def phase(which: str, title: str, **kw) -> Operation:
+        return Operation(command="rotate-keys", playbook="rotate_keys.yml", title=title, steps=("lock", "gateway"),
+                         limit=host, extravars={**extra, "selfhost_rotation_phase": which}, **kw)
+
+    return [phase("add", "rotate keys: add", fetch_keys=True, rotation=rotation),
+            Wait(grace_s, "old keys keep working while clients switch to the new ones"),
+            phase("retire", "rotate keys: retire old")]
+
+
+def audit(*, records: dict[str, dict], invocation: dict, name: str | None) -> Operation:
+    """Append one audit line per host the run reached (audit.yml)."""
+    return Operation(command="audit", playbook="audit.yml", title="audit", steps=("audit",), limit=",".join(records),
+                     extravars={"selfhost_audit_records": records, **_base(invocation, name)})
+
+
+# ---------------------------------------------------------------- the executor
+
+@dataclass(frozen=True)
+class Executed:
+    result: runner.DeployResult
+    """The run: status, per-host stats, failed tasks."""
+    keys: dict[str, str] = field(default_factory=dict)
+    """host → API key fetched by the run (fetch_keys operations only); shown once, stored nowhere here."""
+
+
+def execute(bundle: Path, op: Operation, *, on_event: Callable[[runner.TaskEvent], None] | None = None) -> Executed:
+    """Run one Operation on a bundle: the only way a day-2 write reaches `runner.run`.
+
+    Keys the run fetches land in a private scratch folder that is read and deleted before this returns.
+    """
+    kw = dict(check=op.check, limit=op.limit, playbook=op.playbook, extravars=op.extravars, command=op.command,
+              on_event=on_event)
+    if not op.fetch_keys:
+        return Executed(runner.run(bundle, **kw))
+    with runner.scratch_dir("selfhost-keys-") as key_dir:
+        result = runner.run(bundle, key_fetch_dir=key_dir, **kw)
+        return Executed(result, read_keys(key_dir, op.rotation))
+
+
+_KEY_RE = re.compile(r'"Bearer ([0-9A-Za-z._~+/-]{16,})"\s+1;(?:\s*# rotation=(\S+))?')
+
+
+def read_keys(key_dir: Path, rotation: str | None = None) -> dict[str, str]:
+    """host → its API key, from the gateway key files a run fetched into key_dir (one `<host>.conf` each):
+    the first key of each file, or with `rotation` the key added by that rotation."""
+    keys: dict[str, str] = {}
+    for f in sorted(Path(key_dir).glob("*.conf")):
+        for key, rid in _KEY_RE.findall(f.read_text()):
+            if rotation is None or rid == rotation:
+                keys.setdefault(f.stem, key)
+    return keys
