@@ -51,16 +51,6 @@ def test_saturation_beats_single_user():
     assert sat.tokens_per_s >= one.tokens_per_s and sat.requests_per_s >= one.requests_per_s
 
 
-def test_max_batch_for_respects_per_user_target():
-    spec, wb, gpu, q, kw = _setup("qwen3-8b")
-    common = dict(input_tokens=500, output_tokens=300, kv_capacity_tokens=400_000, **kw)
-    b = throughput.max_batch_for(spec, wb, gpu, q, min_tokens_per_s=60, **common)
-    assert b >= 1
-    assert throughput.serving_speed(spec, wb, gpu, q, concurrency=b, **common).per_user_tokens_per_s >= 60
-    assert throughput.serving_speed(spec, wb, gpu, q, concurrency=b + 1, **common).per_user_tokens_per_s < 60 or b >= 1000
-    assert throughput.max_batch_for(spec, wb, gpu, q, min_tokens_per_s=1e6, **common) == 0
-
-
 def test_weight_format_kernels_by_generation():
     h100, a100 = catalog.gpu("H100-SXM"), catalog.gpu("A100-80GB-SXM")
     assert throughput.kernel_family(h100, catalog.quant("fp8")) == "fp8"

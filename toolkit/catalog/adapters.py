@@ -9,12 +9,11 @@ silently (an adapter trained on another base model loads without complaint and a
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.catalog.files import MIB, excerpt, load_json
+from toolkit.catalog.files import MIB, excerpt, load_json, safetensors_tensors
 from toolkit.catalog.spec import ModelSpec
 from toolkit.errors import CatalogError
 
@@ -260,34 +259,6 @@ def _check_tensors(d: Path, model: ModelSpec, allowed: tuple[str, ...], rank_of)
 
 def read_header(file: Path) -> dict[str, tuple[str, list[int]]]:
     """Tensor name → (dtype, shape) from a safetensors header (≤ ADAPTER_HEADER_LIMIT); no tensor data is read."""
-    fix = "the file is damaged or partly copied: save or copy the adapter again"
-    try:
-        size = file.stat().st_size
-        with file.open("rb") as f:
-            raw = f.read(8)
-            if len(raw) < 8:
-                raise _fail(file, "corrupt safetensors header (file shorter than 8 bytes)", fix)
-            n = int.from_bytes(raw, "little")
-            if n < 2 or n > ADAPTER_HEADER_LIMIT or n > size - 8:
-                raise _fail(file, f"corrupt safetensors header (length {n} does not fit a {size}-byte file "
-                                  f"or the {ADAPTER_HEADER_LIMIT // MIB} MiB limit)", fix)
-            header = json.loads(f.read(n))
-    except OSError as exc:
-        raise _fail(file, f"cannot read ({exc.strerror or exc})", "check the path and permissions") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise _fail(file, f"corrupt safetensors header (not JSON: {excerpt(str(exc), 60)})", fix) from None
-    if not isinstance(header, dict):
-        raise _fail(file, "corrupt safetensors header (not a JSON object)", fix)
-    data_len = size - 8 - n
-    out: dict[str, tuple[str, list[int]]] = {}
-    for tensor, info in header.items():
-        if tensor == "__metadata__":
-            continue
-        try:
-            dtype, shape, (start, end) = info["dtype"], [int(x) for x in info["shape"]], info["data_offsets"]
-            if not (0 <= start <= end <= data_len):
-                raise ValueError(f"offsets {start}..{end} outside the {data_len}-byte data section")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise _fail(file, f"corrupt safetensors header (tensor {excerpt(tensor, 60)}: {excerpt(str(exc), 60)})", fix) from None
-        out[tensor] = (str(dtype), shape)
-    return out
+    tensors = safetensors_tensors(file, limit=ADAPTER_HEADER_LIMIT,
+                                  fix="the file is damaged or partly copied: save or copy the adapter again")
+    return {name: (dtype, shape) for name, (dtype, shape, _) in tensors.items()}

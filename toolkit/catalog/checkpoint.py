@@ -8,6 +8,7 @@ formula is worse than no answer.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from toolkit import catalog
 from toolkit.catalog.resolve import ResolvedModel, find_by_name
 from toolkit.errors import CatalogError
 from toolkit.catalog.spec import MLASpec, ModelSpec, MoESpec, Openness, QuantSpec
-from toolkit.catalog.files import CONFIG_JSON_LIMIT, load_json
+from toolkit.catalog.files import CONFIG_JSON_LIMIT, load_json, safetensors_tensors
 
 # config.json model_type values whose attention/MLP layout the sizing formulas cover.
 SUPPORTED_MODEL_TYPES = (
@@ -157,39 +158,8 @@ def from_config_file(file: Path) -> ResolvedModel:
 
 def read_safetensors_header(file: Path) -> dict[str, tuple[str, int, int]]:
     """Tensor name → (dtype, element count, bytes) from one file's header; no tensor data is read."""
-    fix = "the file is damaged or partly downloaded: download it again"
-    try:
-        size = file.stat().st_size
-        with file.open("rb") as f:
-            raw = f.read(8)
-            if len(raw) < 8:
-                raise _fail(file, "corrupt safetensors header (file shorter than 8 bytes)", fix)
-            n = int.from_bytes(raw, "little")
-            if n < 2 or n > _MAX_HEADER or n > size - 8:
-                raise _fail(file, f"corrupt safetensors header (length {n} does not fit a {size}-byte file)", fix)
-            header = json.loads(f.read(n))
-    except OSError as exc:
-        raise _fail(file, f"cannot read ({exc.strerror or exc})", "check the path and permissions") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _fail(file, f"corrupt safetensors header (not JSON: {exc})", fix) from None
-    if not isinstance(header, dict):
-        raise _fail(file, "corrupt safetensors header (not a JSON object)", fix)
-    data_len = size - 8 - n
-    out: dict[str, tuple[str, int, int]] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape, (start, end) = info["dtype"], info["shape"], info["data_offsets"]
-            numel = 1
-            for dim in shape:
-                numel *= int(dim)
-            if not (0 <= start <= end <= data_len):
-                raise ValueError(f"offsets {start}..{end} outside the {data_len}-byte data section")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise _fail(file, f"corrupt safetensors header (tensor '{name}': {exc})", fix) from None
-        out[name] = (str(dtype), numel, end - start)
-    return out
+    tensors = safetensors_tensors(file, limit=_MAX_HEADER, fix="the file is damaged or partly downloaded: download it again")
+    return {name: (dtype, math.prod(shape), nbytes) for name, (dtype, shape, nbytes) in tensors.items()}
 
 
 def read_safetensors_dir(path: Path) -> dict[str, tuple[str, int, int]]:

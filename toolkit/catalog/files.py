@@ -191,3 +191,43 @@ def load_json(
         raise error(f"{path}: nested too deeply") from None
     except ValueError as exc:  # e.g. an integer with too many digits
         raise error(f"{path}: not valid JSON ({excerpt(str(exc), 80)})") from None
+
+
+def safetensors_tensors(file: Path, *, limit: int, fix: str) -> dict[str, tuple[str, list[int], int]]:
+    """Tensor name → (dtype, shape, bytes) from a safetensors file's header (at most `limit` bytes of
+    JSON); no tensor data is read. A damaged or oversized header is a one-line CatalogError with `fix`."""
+    from toolkit.errors import CatalogError
+
+    def fail(what: str) -> CatalogError:
+        return CatalogError(f"{file}: {what}", fix=fix)
+
+    try:
+        size = file.stat().st_size
+        with file.open("rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise fail("corrupt safetensors header (file shorter than 8 bytes)")
+            n = int.from_bytes(raw, "little")
+            if n < 2 or n > limit or n > size - 8:
+                raise fail(f"corrupt safetensors header (length {n} does not fit a {size}-byte file "
+                           f"or the {_size(limit)} limit)")
+            header = json.loads(f.read(n))
+    except OSError as exc:
+        raise CatalogError(f"{file}: cannot read ({exc.strerror or exc})", fix="check the path and permissions") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise fail(f"corrupt safetensors header (not JSON: {excerpt(str(exc), 60)})") from None
+    if not isinstance(header, dict):
+        raise fail("corrupt safetensors header (not a JSON object)")
+    data_len = size - 8 - n
+    out: dict[str, tuple[str, list[int], int]] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (start, end) = info["dtype"], [int(x) for x in info["shape"]], info["data_offsets"]
+            if not (0 <= start <= end <= data_len):
+                raise ValueError(f"offsets {start}..{end} outside the {data_len}-byte data section")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise fail(f"corrupt safetensors header (tensor {excerpt(name, 60)}: {excerpt(str(exc), 60)})") from None
+        out[name] = (str(dtype), shape, end - start)
+    return out

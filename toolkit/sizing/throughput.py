@@ -324,50 +324,6 @@ def decode_speed(
     return Speed(t, batch / t, 1 / t, batch, 0.0, t, 0.0)
 
 
-def max_batch_for(
-    model: ModelSpec,
-    wb: WeightBytes,
-    gpu: GpuSpec | None,
-    quant: QuantSpec | None,
-    *,
-    tp: int,
-    pp: int,
-    input_tokens: float,
-    output_tokens: float,
-    kv_bytes_per_token: float,
-    kv_capacity_tokens: float | None,
-    min_tokens_per_s: float | None = None,
-    max_ttft_s: float | None = None,
-    max_num_seqs: int | None = None,
-    max_num_batched_tokens: int | None = None,
-) -> int:
-    """Largest concurrency one replica serves within its KV cache while every user still gets
-    `min_tokens_per_s` and TTFT ≤ `max_ttft_s`; 0 when even one user misses the target."""
-    seqs_default, _ = engine_defaults(gpu)
-    hi = max_num_seqs or seqs_default
-    if kv_capacity_tokens:
-        hi = min(hi, int(kv_capacity_tokens // max(1.0, input_tokens + output_tokens)))
-    kw = dict(tp=tp, pp=pp, input_tokens=input_tokens, output_tokens=output_tokens,
-              kv_bytes_per_token=kv_bytes_per_token, kv_capacity_tokens=kv_capacity_tokens,
-              max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
-
-    def ok(b: int) -> bool:
-        s = serving_speed(model, wb, gpu, quant, concurrency=b, **kw)
-        return (min_tokens_per_s is None or s.per_user_tokens_per_s >= min_tokens_per_s) and (
-            max_ttft_s is None or s.ttft_s <= max_ttft_s)
-
-    if hi < 1 or not ok(1):
-        return 0
-    lo = 1
-    while lo < hi:  # per-user speed falls and TTFT grows with the batch: binary search
-        mid = (lo + hi + 1) // 2
-        if ok(mid):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 def assumptions(gpu: GpuSpec | None, context: int, quant: QuantSpec | None = None) -> list[str]:
     """Human-readable list of every constant the speed model used."""
     if gpu is None:
