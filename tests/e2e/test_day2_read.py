@@ -67,13 +67,13 @@ def test_status_shows_the_model_and_live_metrics(site):
 
     t = threading.Thread(target=load, daemon=True)
     t.start()
-    try:  # PLAN form: renders into ./build/tiny like `selfhost deploy` does
+    try:  # PLAN form: finds the bundle deployed from this plan (same digest and hosts), renders nothing
         res = selfhost_cli("status", "-i", site["site"], site["plan_file"], "--json", "--sample", "4", cwd=site["cwd"])
     finally:
         stop.set()
         t.join(timeout=180)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert (site["cwd"] / "build" / "tiny" / "env" / "extravars").is_file()
+    assert not (site["cwd"] / "build" / "tiny").exists(), "status reused the deployed bundle"
     report = json.loads(res.stdout)
     assert report["ok"] is True
     assert [s["host"] for s in report["hosts"]] == [h.name for h in site["hosts"]]
@@ -109,7 +109,9 @@ def test_bench_through_the_gateway_reports_real_numbers(site):
     r = json.loads(res.stdout)
     assert r["ok"] == 6 and r["errors"] == 0 and r["model"] == "tiny", r
     assert r["output_tokens_per_s"] > 0 and r["requests_per_s"] > 0
-    assert 0 < r["ttft_p50_s"] <= r["ttft_p95_s"] and 0 < r["itl_p50_s"] <= r["itl_p95_s"]
+    # ITL is the gap between streamed chunks: with a 2-layer model two tokens can share one TCP read,
+    # so a median of 0 is a real reading here; TTFT is always positive.
+    assert 0 < r["ttft_p50_s"] <= r["ttft_p95_s"] and 0 <= r["itl_p50_s"] <= r["itl_p95_s"]
     assert r["predicted"]["decode_tokens_per_s"] == site["plan"].performance.decode_tokens_per_s
     assert site["keys"][h.name] not in res.stdout + res.stderr
     print(f"\n[e2e] bench {h.name} through the gateway: {r['ok']} requests, {r['requests_per_s']:.2f} req/s, "

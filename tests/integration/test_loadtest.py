@@ -19,7 +19,8 @@ def test_load_test_against_real_vllm(vllm_server):
     assert result.requests == result.ok == 4
     assert result.output_tokens > 0
     assert result.ttft_p50_s > 0 and result.ttft_p95_s >= result.ttft_p50_s
-    assert result.itl_p50_s > 0 and result.itl_p95_s >= result.itl_p50_s
+    # ITL is the gap between streamed chunks; two tokens of the tiny model can share one read (a 0 gap).
+    assert result.itl_p50_s >= 0 and result.itl_p95_s >= result.itl_p50_s
     assert result.output_tokens_per_s > 0 and result.requests_per_s > 0
 
 

@@ -93,9 +93,41 @@ def test_rendered_bundle_extravars_are_all_unsafe(tmp_path):
     data = {"a": "{{ x }}", "b": ["", "y"], "c": {"d": "z", "e": 1, "f": True, "g": None}}
     text = unsafe_yaml(data)
     assert load_vars(text) == data
+    # Strings that could hold Jinja (a `{`) are `!unsafe`; the others are single-quoted strings, since
+    # ansible-core 2.19 re-types an `!unsafe` scalar ('1' -> 1, '' -> None).
     for line in text.splitlines():
+        value = None
         if ": " in line and not line.rstrip().endswith(":"):
             value = line.split(": ", 1)[1]
-            assert value.startswith("!unsafe") or value in ("1", "true", "null"), line
         elif line.lstrip().startswith("- "):
-            assert line.lstrip()[2:].startswith("!unsafe"), line
+            value = line.lstrip()[2:]
+        if value is None or value in ("1", "true", "null"):
+            continue
+        assert value.startswith("!unsafe '") if "{" in value else value.startswith("'"), line
+
+
+TYPES = """- hosts: inference
+  gather_facts: false
+  tasks:
+    - name: Write the type and text of what arrived
+      ansible.builtin.copy:
+        dest: "{{ selfhost_probe_out }}/types.json"
+        content: "{{ {'empty': [selfhost_logs_since | type_debug, selfhost_logs_since | string],
+                      'digits': [selfhost_logs_tail | type_debug, selfhost_logs_tail | string],
+                      'decimal': [selfhost_x | type_debug, selfhost_x | string]} | to_json }}"
+        mode: "0600"
+"""
+
+
+def test_plain_strings_keep_their_type_and_text(tmp_path):
+    """'' stays '' and '1' / '0.90' stay strings (an `!unsafe` tag would make them None / 1 / 0.9 in
+    ansible-core 2.19: `docker logs --since None` was the symptom)."""
+    import json
+
+    bundle = _bundle(tmp_path, unsafe_yaml, tmp_path / "unused")
+    (bundle / "project" / "types.yml").write_text(TYPES)
+    result = deployer.run(bundle, playbook="types.yml",
+                          extravars={"selfhost_logs_since": "", "selfhost_logs_tail": "1", "selfhost_x": "0.90"})
+    assert result.ok, result.failed
+    got = json.loads((tmp_path / "out" / "types.json").read_text())
+    assert got == {"empty": ["str", ""], "digits": ["str", "1"], "decimal": ["str", "0.90"]}, got

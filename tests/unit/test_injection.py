@@ -130,11 +130,14 @@ def assert_contained(bundle: Path, payload: str) -> None:
         if rel == "env/extravars":
             loader = yaml.SafeLoader(text)
             loader.add_constructor("!unsafe", lambda ld, n: ld.construct_scalar(n))
-            tagged = []
+            # Text Ansible could template (it holds `{`) must be `!unsafe`; anything else must at least be
+            # a quoted string scalar (Ansible evaluates no Jinja without a `{`).
+            held = []
             for node in _walk_nodes(loader.get_single_node()):
                 if isinstance(node, yaml.ScalarNode) and payload in node.value:
-                    tagged.append(node.tag == "!unsafe")
-            assert tagged and all(tagged), f"{rel}: payload not !unsafe-tagged"
+                    held.append(node.tag == "!unsafe" if "{" in node.value else
+                                node.tag in ("!unsafe", "tag:yaml.org,2002:str") and node.style == "'")
+            assert held and all(held), f"{rel}: payload not !unsafe-tagged or quoted"
         elif rel.endswith((".yml", ".yaml")):
             doc = yaml.safe_load(text)
             assert any(payload in s for s in _scalars(doc)), f"{rel}: payload is not inside a YAML scalar"
