@@ -8,9 +8,11 @@ Numbers seen (status after chat completions) are printed; run with `-s` to see t
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -185,3 +187,50 @@ def test_doctor_exit_2_when_a_host_is_unreachable(site, tmp_path):
     assert res.returncode == 2 and json.loads(res.stdout)["error"]["message"].endswith("is not a rendered bundle "
                                                                                       "(missing project, env/extravars, "
                                                                                       "inventory/hosts.yml)")
+
+
+def _readme_day2_commands() -> list[str]:
+    """The `selfhost …` lines of the README's Day 2 block, optional parts dropped, one command per `·`."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = text.split("## Day 2", 1)[1].split("```", 2)[1]
+    out = []
+    for line in block.splitlines():
+        line = line.split("#", 1)[0].strip()
+        for part in line.split("·"):
+            part = re.sub(r"\[[^\]]*\]", "", part).strip()
+            if part.startswith("selfhost "):
+                out.append(" ".join(part.split()))
+    return out
+
+
+WRITES = ("upgrade", "rollback", "rotate-keys", "destroy", "unlock")
+
+
+def test_every_readme_day2_command_runs_as_documented(site):
+    """Each Day 2 line of the README, with the site, plan and host filled in, runs against the deployment:
+    read-only commands for real, the writing ones with --dry-run (which never reaches the hosts' state)."""
+    key_file = site["cwd"] / "readme-key"
+    key_file.write_text(site["keys"][site["hosts"][0].name] + "\n")
+    key_file.chmod(0o600)
+    subs = {"mysite": str(site["site"]), "plan.yml": str(site["plan_file"]), "H": site["hosts"][0].name,
+            "KEY": str(key_file), "TOPIC": ""}
+    ran = []
+    for line in _readme_day2_commands():
+        words = [subs.get(w, w) for w in line.split()[1:]]
+        words = [w for w in words if w]
+        if words[0] == "templates":
+            words = ["templates", "list", "-i", str(site["site"])]
+        if words[0] == "bench":
+            continue  # the test hosts publish their gateway on a loopback port of their own: see the bench test (--url)
+        if words[0] in WRITES:
+            words.append("--dry-run")
+        if words[0] == "logs":
+            words += ["--tail", "5"]
+        res = selfhost_cli(*words, cwd=site["cwd"], timeout=600)
+        ran.append(" ".join(words[:2]))
+        assert res.returncode == 0, f"`selfhost {' '.join(words)}` exit {res.returncode}: " \
+                                    f"{(res.stdout + res.stderr)[-1500:]}"
+        assert "internal error" not in (res.stdout + res.stderr).lower()
+    assert {"status", "logs", "doctor", "upgrade", "rollback", "rotate-keys", "destroy", "runbook", "unlock"} <= \
+        {r.split()[0] for r in ran}, ran
+    print(f"\n[e2e] README day-2 commands run: {ran}", flush=True)
