@@ -66,9 +66,9 @@ def _root(
 def _register() -> None:
     # Command modules import only what they need at call time, so `selfhost plan` stays light.
     from toolkit.commands import bench, catalog, deploy, lifecycle, plan, runbook, templates
-    from toolkit.commands import doctor, logs, status
+    from toolkit.commands import doctor, logs, route, status
 
-    for module in (plan, catalog, deploy, templates, runbook, bench, lifecycle, doctor, status, logs):
+    for module in (plan, catalog, deploy, templates, runbook, bench, lifecycle, doctor, status, logs, route):
         module.register(app)
 
 

@@ -120,3 +120,84 @@ def test_host_lock_free_then_held(tmp_path, check):
     assert failed.message.startswith("localhost is locked by alice@ops since earlier running selfhost upgrade; "
                                      "wait for it, or `selfhost unlock -i sites/lab --host localhost`"), failed.message
     assert json.loads((state / "lock" / "owner.json").read_text())["id"] == "run-0", "their lock is left alone"
+
+
+ADAPTER_PROBE = """---
+- name: Ship the LoRA adapters (the weights role's adapter tasks)
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Ship and verify the adapters
+      ansible.builtin.import_role:
+        name: selfhost_weights
+        tasks_from: adapters.yml
+  handlers:
+    - name: Weights changed
+      ansible.builtin.debug:
+        msg: restart the server
+      listen: selfhost weights changed
+"""
+
+
+def test_adapters_are_copied_root_owned_and_verified(tmp_path):
+    """Live on localhost: the adapter lands in its content-addressed dir (0644/0755) and passes its manifest;
+    a source changed after render fails the check with the fix, and the first copy is left as it was."""
+    import hashlib
+    import os
+    import stat
+
+    from toolkit.render.manifest import HashCache, manifest
+
+    src = tmp_path / "ad" / "support"
+    src.mkdir(parents=True)
+    (src / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8}\n')
+    (src / "adapter_model.safetensors").write_bytes(b"x" * 1000)
+    text = manifest(src, HashCache(tmp_path / "cache.json"))
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    dest = tmp_path / "root" / "it" / "adapters" / digest / "support"
+    art = {"name": "support", "source": str(src), "manifest": "files/adapters/support.sha256", "digest": digest,
+           "dir": str(dest), "mount": "/adapters/support"}
+    b = _bundle(tmp_path, selfhost_weights_adapters=[art])
+    (b / "files" / "adapters").mkdir(parents=True)
+    (b / "files" / "adapters" / "support.sha256").write_text(text)
+    (b / "project" / "adapter_probe.yml").write_text(ADAPTER_PROBE)
+    result = deployer.run(b, check=False, playbook="adapter_probe.yml")
+    assert result.ok, [f.message for f in result.failed]
+    assert (dest / "adapter_model.safetensors").read_bytes() == b"x" * 1000
+    for f in dest.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o755 and dest.stat().st_uid == os.getuid()
+    assert Path(f"{dest}.sha256").read_text() == text
+
+    (src / "adapter_model.safetensors").write_bytes(b"y" * 1000)  # changed after render
+    result = deployer.run(b, check=False, playbook="adapter_probe.yml")
+    assert not result.ok
+    assert any("match the manifest" in f.message and "re-render" in f.message for f in result.failed), \
+        [f.message for f in result.failed]
+
+
+def test_route_audit_fetches_and_verifies_the_hosts_log(tmp_path):
+    """playbooks/route_audit.yml copies <root>/<name>/router/audit.jsonl to the control node; the CLI's
+    verification runs on the copy (intact: ok; an edited line: broken); no log: the host is named."""
+    import json
+
+    from router.audit import AuditLog
+    from toolkit.commands.route import fetch_reports
+
+    b = _bundle(tmp_path)
+    reports, errors = fetch_reports(b, ["localhost"], 30)
+    assert not reports and "no audit log" in errors["localhost"]
+
+    log = tmp_path / "root" / "it" / "router" / "audit.jsonl"
+    audit = AuditLog(log)
+    for route in ("local", "remote", "local"):
+        audit.append({"caller": "t", "route": route, "findings": {}})
+    reports, errors = fetch_reports(b, ["localhost"], 30)
+    assert not errors and reports["localhost"]["ok"] and reports["localhost"]["records"] == 3
+
+    lines = log.read_text().splitlines()
+    rec = json.loads(lines[0])
+    rec["caller"] = "someone-else"
+    log.write_text("\n".join([json.dumps(rec), *lines[1:]]) + "\n")
+    reports, _ = fetch_reports(b, ["localhost"], 30)
+    assert not reports["localhost"]["ok"] and reports["localhost"]["first_bad_line"] == 1

@@ -269,7 +269,7 @@ def test_templates_hold_no_decisions():
 
 def test_every_packaged_template_is_used_by_some_device():
     from toolkit.render.bundle import template_outputs
-    used = set(template_outputs("gpu").values()) | set(template_outputs("cpu").values())
+    used = {t for device in ("gpu", "cpu") for fleet in (False, True) for t in template_outputs(device, fleet=fleet).values()}
     assert used == set(list_templates())
 
 

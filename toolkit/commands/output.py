@@ -362,6 +362,12 @@ def status_report(statuses) -> None:
             warn(f"{s.host}: {s.error}")
 
 
+def fleet_report(fleet) -> None:
+    """`selfhost status` of a fleet: replicas serving, and where the requests went (each server's own count)."""
+    rows = [[h, _num(v, "{:,.0f}"), _num(fleet.share_pct.get(h), "{:.1f}%")] for h, v in fleet.served.items()]
+    table(f"fleet: {fleet.healthy}/{fleet.total} replicas healthy", ["host", "requests served", "share"], rows)
+
+
 def log_lines(lines, *, show_host: bool, timestamps: bool) -> None:
     """`selfhost logs`: one line each, prefixed with the host when several hosts are shown."""
     for ln in lines:

@@ -36,10 +36,14 @@ def status(inventory: InventoryOpt, plan: PlanOptArg = None, bundle: BundleOpt =
     ref = locate.resolve(inventory, plan, bundle)
     statuses = st.gather(ref.path, ref.hosts, limit=locate.limit_for(ref, host), sample_s=sample)
     ok = all(s.ok for s in statuses)
+    fleet = st.fleet_view(statuses) if st.is_fleet(ref.path) else None
     if json:
-        output.as_json({"ok": ok, "hosts": [s.to_dict() for s in statuses]})
+        output.as_json({"ok": ok, "hosts": [s.to_dict() for s in statuses],
+                        **({"fleet": fleet.to_dict()} if fleet else {})})
     else:
         output.status_report(statuses)
+        if fleet:
+            output.fleet_report(fleet)
     if any(not s.reachable for s in statuses):
         raise typer.Exit(EXIT_HOSTS)
     if not ok:

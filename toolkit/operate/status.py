@@ -235,6 +235,40 @@ def shape(answers: dict[str, Any]) -> list[HostStatus]:
             else shape_host(h, raw) for h, raw in answers.items()]
 
 
+@dataclass(frozen=True)
+class FleetView:
+    """A fleet deployment seen whole: how many replicas serve, and where the traffic went."""
+    healthy: int
+    """Replicas serving now (server running and healthy, gateway up)."""
+    total: int
+    """Replicas of the deployment (hosts asked)."""
+    served: dict[str, float | None]
+    """Host → requests its own server finished (vllm:request_success_total); None: not read."""
+    share_pct: dict[str, float | None]
+    """Host → its part of all finished requests, in percent."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fleet_view(statuses: list[HostStatus]) -> FleetView:
+    """Replicas healthy / total, and each replica's finished requests (every gateway of a fleet balances over
+    all of them, so this is where the fleet's traffic went)."""
+    served = {s.host: (s.metrics.requests_finished_total if s.metrics else None) for s in statuses}
+    known = sum(v for v in served.values() if v)
+    share = {h: (round(100 * v / known, 1) if v is not None and known else None) for h, v in served.items()}
+    return FleetView(healthy=sum(1 for s in statuses if s.ok), total=len(statuses), served=served, share_pct=share)
+
+
+def is_fleet(bundle: Path) -> bool:
+    """True when the bundle was rendered with `selfhost_fleet: true` (its extravars carry the fleet)."""
+    try:
+        text = (Path(bundle) / "env" / "extravars").read_text()
+    except OSError:
+        return False
+    return re.search(r"^selfhost_fleet:", text, re.M) is not None
+
+
 def gather(bundle: Path, hosts: list[str], *, limit: str | None = None, sample_s: float = SAMPLE_S) -> list[HostStatus]:
     """Run playbooks/status.yml (check mode, read-only) and shape each host's facts."""
     return shape(readout.gather(bundle, FACT, hosts, limit=limit, extravars={"selfhost_status_sample_s": sample_s}))

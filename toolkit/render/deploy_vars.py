@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from toolkit.catalog.spec import Strict
 
@@ -36,6 +36,34 @@ class TlsConfig(Strict):
     """Control-node path of the site private key (site mode)."""
     host_dir: str | None = None
     """Control-node directory with `<inventory_hostname>.crt` / `.key` per host (internal-ca mode; keys 0600)."""
+
+
+class FleetMember(Strict):
+    name: str
+    """Inventory host name of the replica."""
+    address: str
+    """Private address its peers reach its fleet listener on."""
+
+
+class FleetVars(Strict):
+    members: list[FleetMember]
+    """Every replica of the deployment (this host's own included), in inventory order."""
+    first_host: str
+    """Inventory host that creates the fleet's API keys and peer secret; the others copy them."""
+    port: int = 8444
+    """Peer listener published on each member's address: TLS, fleet secret required, proxies only to its own server."""
+    policy: Literal["least_conn", "round_robin", "hash"] = "least_conn"
+    """Balancing policy of the fleet upstream."""
+    hash_header: str = "X-Session-Id"
+    """Policy hash: client header of the consistent hash."""
+    max_fails: int = 1
+    """Passive health check: failures within fail_timeout_s that take a replica out of rotation."""
+    fail_timeout_s: int = 10
+    """Seconds a failed replica stays out of rotation."""
+    tries: int = 3
+    """Replicas one request may try before the client sees the error."""
+    ssl_name: str
+    """Name the peer certificates are verified against (a SAN of every host certificate)."""
 
 
 class Mount(Strict):
@@ -70,6 +98,23 @@ class Healthcheck(Strict):
     """Failed probes in a row (after start_period) before the container counts as unhealthy."""
     start_period: str
     """Grace period while the weights load; failures then do not count."""
+
+
+class AdapterArtifact(Strict):
+    """A LoRA adapter shipped like the weights (roles/selfhost_weights/tasks/adapters.yml)."""
+
+    name: str
+    """Served model name (`--lora-modules NAME=…`)."""
+    source: str
+    """Control-node adapter directory."""
+    manifest: str
+    """SHA-256 manifest, relative to the bundle root (`sha256sum` format, paths relative to the adapter dir)."""
+    digest: str
+    """First 12 hex of the SHA-256 of the manifest: the content address of this adapter revision."""
+    dir: str
+    """Host directory (`<root>/<name>/adapters/<digest>/<NAME>`): revisions live side by side for rollback."""
+    mount: str
+    """Absolute path inside the server container (`/adapters/NAME`), mounted read-only."""
 
 
 class ServerSpec(Strict):
@@ -178,6 +223,8 @@ class DeployVars(Strict):
     """SHA-256 manifest, relative to the bundle root (`sha256sum` format, paths relative to the model dir)."""
     selfhost_weights_dir: str
     """Host directory the weights are copied to (mounted read-only into the server)."""
+    selfhost_weights_adapters: list[AdapterArtifact] = []
+    """LoRA adapters shipped with the weights and mounted read-only (absent from extravars when none)."""
 
     # Inference server. `selfhost_server` is what the roles run; the selfhost_vllm_* fields below are the
     # decisions it is made from (runbooks, preflight and the gateway read some of them). No playbook builds
@@ -243,6 +290,8 @@ class DeployVars(Strict):
     """Request size limit at the gateway."""
     selfhost_tls: TlsConfig
     """Certificate source."""
+    selfhost_fleet: FleetVars | None = None
+    """One endpoint for the fleet (site `selfhost_fleet: true`); None: each host serves alone (left out of extravars)."""
 
     # Reboots
     selfhost_systemd_unit: str
@@ -255,3 +304,13 @@ class DeployVars(Strict):
     # Verify
     selfhost_verify_egress_probe: str | None = None
     """`host:port` the server container must NOT reach after lockdown (None: the host's default gateway)."""
+
+    @model_serializer(mode="wrap")
+    def _omit_without_adapters(self, handler):
+        """Bundles without adapters serialise exactly as before the field existed (golden bundles)."""
+        data = handler(self)
+        if not self.selfhost_weights_adapters and isinstance(data, dict):
+            data.pop("selfhost_weights_adapters", None)
+        if self.selfhost_fleet is None and isinstance(data, dict):  # likewise bundles without a fleet
+            data.pop("selfhost_fleet", None)
+        return data

@@ -424,7 +424,8 @@ def nginx_conf(plan: Plan, site: Site, dv: DeployVars, n: Names, namespace: str)
     and at the server's Service instead of Docker's DNS and the container name."""
     ctx = bundle.template_context(plan, site, dv)
     ctx["gateway"] = {"resolver": KUBE_DNS, "resolver_note": "The cluster's DNS (kube-dns)",
-                      "upstream": f"{n.service}.{namespace}.svc.{CLUSTER_DOMAIN}:{dv.selfhost_vllm_port}"}
+                      "upstream": f"{n.service}.{namespace}.svc.{CLUSTER_DOMAIN}:{dv.selfhost_vllm_port}",
+                      "closed": bundle.closed_locations(dv)}
     return Templates(site.templates_dir).render("gateway/nginx.conf.j2", ctx)
 
 
@@ -440,6 +441,9 @@ def contents(plan: Plan, site: Site, *, digests: dict[str, str] | None = None,
              namespace: str | None = None) -> tuple[dict[str, str], DeployVars]:
     """Relative path → text of every file (pure: nothing is written, nothing outside is touched)."""
     plan.require_license_ok("render")
+    if plan.adapters:  # the Deployment mounts only the weights and cache volumes: vLLM would not find them
+        raise RenderError("LoRA adapters are shipped by the Ansible bundle only; --target kubernetes does not mount them yet",
+                          fix="render without --target kubernetes, or merge the adapter into the weights")
     if not K8S_NAME_RE.match(plan.name):
         raise RenderError(f"plan name '{plan.name}' cannot name Kubernetes objects",
                           fix="use lower-case letters, digits and '-' (at most 40, e.g. llama-8b) in `name:` of plan.yml")

@@ -50,7 +50,9 @@ def server_spec(dv: DeployVars) -> ServerSpec:
         env=dict(dv.selfhost_vllm_env),
         labels={"org.selfhost.name": dv.selfhost_name, "org.selfhost.plan-digest": dv.selfhost_plan_digest},
         mounts=[Mount(source=dv.selfhost_weights_dir, target=dv.selfhost_vllm_model_mount, read_only=True),
-                Mount(source=dv.selfhost_vllm_cache_dir, target=dv.selfhost_vllm_cache_mount)],
+                Mount(source=dv.selfhost_vllm_cache_dir, target=dv.selfhost_vllm_cache_mount),
+                # LoRA adapters: content-addressed host dirs, read-only; a rollback's stored spec still finds its own.
+                *(Mount(source=a.dir, target=a.mount, read_only=True) for a in dv.selfhost_weights_adapters)],
         network=dv.selfhost_network_internal,
         # The host IPC namespace brings the host's /dev/shm: a size of our own would be ignored.
         ipc_mode="host" if ipc_host else None,

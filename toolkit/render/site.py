@@ -46,6 +46,7 @@ MAX_BODY_RE = re.compile(r"^[0-9]{1,9}[kKmMgG]?$")  # nginx size syntax
 IMAGE_REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")  # docker image reference characters
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,100}(=[A-Za-z0-9.+:~-]{1,100})?$")  # apt name[=version]
 ENV_KEY_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+FLEET_HEADER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")  # becomes $http_<name> in nginx
 ROOT_RE = re.compile(r"^/[A-Za-z0-9._/-]+$")
 SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
                "/sys", "/usr")  # selfhost_root may not be (under) one of these
@@ -145,6 +146,22 @@ class SiteSettings(Strict):
     """Install Docker from the site's package mirror when missing."""
     selfhost_runtime_driver_package: str | None = None
     """NVIDIA driver package to install and hold on GPU hosts (e.g. nvidia-driver-550-server)."""
+    selfhost_fleet: bool = False
+    """One endpoint for the fleet: every host's gateway balances over every host's server (README "Fleet")."""
+    selfhost_fleet_policy: Literal["least_conn", "round_robin", "hash"] = "least_conn"
+    """How a gateway picks a replica: fewest active requests, in turn, or a consistent hash of a client header."""
+    selfhost_fleet_hash_header: str = "X-Session-Id"
+    """Policy `hash`: the request header whose value pins a client to one replica."""
+    selfhost_fleet_port: int = 8444
+    """Peer listener on each host (TLS + fleet secret) that proxies only to that host's own server."""
+    selfhost_fleet_peers: dict[str, str] | None = None
+    """Inventory host → private address the peers use; None = each host's ansible_host."""
+    selfhost_fleet_max_fails: int = 1
+    """Failed tries within `fail_timeout_s` that take a replica out of rotation (passive health check)."""
+    selfhost_fleet_fail_timeout_s: int = 10
+    """Seconds a failed replica stays out of rotation before it is tried again."""
+    selfhost_fleet_tries: int = 3
+    """Replicas one request may try (first try included) before the error goes back to the client."""
 
     @field_validator("*", mode="after")
     @classmethod
@@ -168,6 +185,50 @@ class SiteSettings(Strict):
     def _port(cls, v: int) -> int:
         if not 1 <= v <= 65535:
             raise ValueError("must be from 1 to 65535")
+        return v
+
+    @field_validator("selfhost_fleet_port")
+    @classmethod
+    def _fleet_port(cls, v: int, info) -> int:
+        if not 1 <= v <= 65535:
+            raise ValueError("must be from 1 to 65535")
+        if v == info.data.get("selfhost_gateway_port"):
+            raise ValueError("must differ from selfhost_gateway_port")
+        return v
+
+    @field_validator("selfhost_fleet_hash_header")
+    @classmethod
+    def _fleet_header(cls, v: str) -> str:
+        if not FLEET_HEADER_RE.match(v):
+            raise ValueError("must be an HTTP header name of letters, digits and '-' (e.g. X-Session-Id)")
+        return v
+
+    @field_validator("selfhost_fleet_max_fails", "selfhost_fleet_tries")
+    @classmethod
+    def _fleet_count(cls, v: int) -> int:
+        if not 1 <= v <= 16:
+            raise ValueError("must be from 1 to 16")
+        return v
+
+    @field_validator("selfhost_fleet_fail_timeout_s")
+    @classmethod
+    def _fleet_timeout(cls, v: int) -> int:
+        if not 1 <= v <= 3600:
+            raise ValueError("must be from 1 to 3600 seconds")
+        return v
+
+    @field_validator("selfhost_fleet_peers")
+    @classmethod
+    def _fleet_peers(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v is None:
+            return v
+        for name, address in v.items():
+            if not HOST_NAME_RE.match(str(name)):
+                raise ValueError(f"{name!r} is not an inventory host name")
+            try:
+                check_address(address, str(name))
+            except ConfigError:
+                raise ValueError(f"{name}: {address!r} is neither an IP address nor a DNS host name") from None
         return v
 
     @field_validator("selfhost_gateway_max_body")
@@ -303,6 +364,10 @@ def load_site(path: Path) -> Site:
         if address is not None and str(address) != h.address:
             h = SiteHost(name=h.name, address=str(address))
         hosts[[x.name for x in hosts].index(h.name)] = h
+    unknown = sorted(set(settings.selfhost_fleet_peers or {}) - {h.name for h in hosts})
+    if unknown:
+        raise ConfigError(f"{var_files[GROUP]}: selfhost_fleet_peers names {', '.join(unknown)}, not in the inventory",
+                          fix="key selfhost_fleet_peers by the inventory host names")
     return Site(path=path, inventory=inventory, hosts=hosts, settings=settings, connection=connection)
 
 

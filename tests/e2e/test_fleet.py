@@ -1,0 +1,192 @@
+"""One endpoint for a fleet, on the session's two test hosts (real nginx gateways, real vLLM CPU servers).
+
+The module redeploys the session's deployment (same plan, same name, same servers: each vLLM start is paid
+once) from a copy of the session site with `selfhost_fleet: true`, proves the fleet endpoint, and deploys the
+session site again at the end, so the modules after it find the single-host gateways they expect (with the
+fleet's key on every host: `deployed_site["keys"]` is updated).
+
+  * 20 chat completions through ONE host's endpoint all succeed and both replicas served some
+    (`vllm:request_success_total` read from each host's own /metrics);
+  * one key works on both hosts; the other host's old key is gone;
+  * with host 2's server stopped, a client loop through host 1 sees no failed request after the passive
+    health check noticed (at most the first request of the window fails; with retries none does);
+  * fleet-wide rotate-keys keeps a client loop on each host free of errors, the new key works on both.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+import time
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import gateway_request, selfhost_cli
+
+pytestmark = pytest.mark.e2e
+
+CHAT = {"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "hello"}]}
+RESULTS: dict[str, object] = {}
+
+
+def _status(fleet, host, path, key, body=None, timeout=60) -> int:
+    return gateway_request(fleet["ca"], host, path, key=key, body=body, timeout=timeout)[0]
+
+
+def _served(fleet, host, key) -> float:
+    """Requests this host's own vLLM finished (sum of vllm:request_success_total over its labels)."""
+    import ssl
+    import urllib.request
+
+    ctx = ssl.create_default_context(cafile=str(fleet["ca"]))
+    req = urllib.request.Request(f"https://127.0.0.1:{host.https_port}/metrics",
+                                 headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(req, timeout=30, context=ctx) as r:
+        text = r.read().decode()
+    return sum(float(m.group(1)) for m in re.finditer(r"^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$", text, re.MULTILINE))
+
+
+def _wait_healthy(fleet, host, timeout=400):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            if _status(fleet, host, "/health", None, timeout=10) == 200:
+                return
+        except Exception:
+            pass
+        time.sleep(3)
+    raise AssertionError(f"{host.name}: the server did not come back in {timeout}s")
+
+
+class _Loop:
+    """Chat completions through one host in the background; every status and exception kept in order."""
+
+    def __init__(self, fleet, host, key, pause=0.2):
+        self.results: list[int | str] = []
+        self._stop = threading.Event()
+        self._args = (fleet, host, "/v1/chat/completions", key, CHAT)
+        self._pause = pause
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.results.append(_status(*self._args))
+            except Exception as exc:
+                self.results.append(repr(exc))
+            self._stop.wait(self._pause)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join(timeout=120)
+
+
+@pytest.fixture(scope="module")
+def fleet(deployed_site, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fleet")
+    site = tmp / "site"
+    shutil.copytree(deployed_site["site"], site, ignore=shutil.ignore_patterns(".selfhost"))
+    gv = site / "group_vars" / "inference.yml"
+    settings = yaml.safe_load(gv.read_text())
+    hosts = deployed_site["hosts"]
+    settings.update(selfhost_fleet=True, selfhost_fleet_peers={h.name: h.ip for h in hosts},
+                    selfhost_fleet_fail_timeout_s=30)
+    gv.write_text(yaml.safe_dump(settings))
+    t0 = time.monotonic()
+    res = selfhost_cli("deploy", deployed_site["plan_file"], "-i", site, "--out", tmp / "bundle", "--yes", "--json",
+                       cwd=tmp, timeout=1500)
+    RESULTS["fleet_deploy_s"] = round(time.monotonic() - t0)
+    print(f"\n[e2e] fleet redeploy: {RESULTS['fleet_deploy_s']}s, exit {res.returncode}", flush=True)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    report = json.loads(res.stdout)
+    first = hosts[0].name
+    key = (report.get("api_keys") or {}).get(first) or deployed_site["keys"][first]
+    old = dict(deployed_site["keys"])
+    out = {"site": site, "cwd": tmp, "hosts": hosts, "ca": deployed_site["ca"], "key": key, "old": old,
+           "vllm": f"{deployed_site['plan'].name}-vllm"}
+    yield out
+    # Put the session's single-host gateways back (the servers stay as they are); every host now holds the
+    # fleet's key set, which is the key the later modules must use.
+    try:
+        hosts[1].exec("docker", "start", out["vllm"], check=False)
+        res = selfhost_cli("deploy", deployed_site["plan_file"], "-i", deployed_site["site"], "--out",
+                           tmp / "restore", "--yes", "--json", cwd=tmp, timeout=1500)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    finally:
+        for h in hosts:
+            deployed_site["keys"][h.name] = out["key"]
+        print(f"\n[e2e] fleet results: {json.dumps(RESULTS)}", flush=True)
+
+
+def test_one_key_for_the_fleet(fleet):
+    h1, h2 = fleet["hosts"]
+    for h in (h1, h2):
+        assert _status(fleet, h, "/v1/models", fleet["key"]) == 200, f"{h.name}: the fleet key works here"
+    if fleet["old"][h2.name] != fleet["key"]:
+        assert _status(fleet, h2, "/v1/models", fleet["old"][h2.name]) == 401, "host 2's own key was replaced"
+    assert _status(fleet, h1, "/v1/models", None) == 401
+
+
+def test_twenty_completions_through_one_host_reach_both_replicas(fleet):
+    h1, h2 = fleet["hosts"]
+    before = {h.name: _served(fleet, h, fleet["key"]) for h in (h1, h2)}
+    statuses = []
+    for _ in range(20):  # sequential: least_conn ties go round robin
+        statuses.append(_status(fleet, h1, "/v1/chat/completions", fleet["key"], CHAT, timeout=120))
+    after = {h.name: _served(fleet, h, fleet["key"]) for h in (h1, h2)}
+    served = {n: after[n] - before[n] for n in after}
+    RESULTS["twenty_through_host1"] = {"statuses": sorted(set(statuses)), "served": served}
+    print(f"\n[e2e] 20 completions through {h1.name}: statuses {sorted(set(statuses))}, served {served}", flush=True)
+    assert statuses == [200] * 20
+    assert all(v > 0 for v in served.values()), f"both replicas served some: {served}"
+    assert sum(served.values()) >= 20
+
+
+def test_failover_when_a_replica_stops(fleet):
+    h1, h2 = fleet["hosts"]
+    h2.exec("docker", "stop", fleet["vllm"])
+    try:
+        with _Loop(fleet, h1, fleet["key"], pause=0.1) as loop:
+            time.sleep(25)
+        results = loop.results
+    finally:
+        h2.exec("docker", "start", fleet["vllm"])
+    bad = [i for i, r in enumerate(results) if r != 200]
+    RESULTS["failover"] = {"requests": len(results), "failed": len(bad), "failed_at": bad[:5]}
+    print(f"\n[e2e] failover ({h2.name}'s server stopped): {len(results)} requests through {h1.name}, "
+          f"{len(bad)} failed {[results[i] for i in bad][:3]}", flush=True)
+    assert len(results) >= 10
+    assert bad == list(range(len(bad))) and len(bad) <= 1, \
+        f"no failed request after the health check noticed: {[(i, results[i]) for i in bad][:10]}"
+    _wait_healthy(fleet, h2)
+
+
+def test_fleet_wide_rotation_without_a_failed_request(fleet):
+    h1, h2 = fleet["hosts"]
+    _wait_healthy(fleet, h2)
+    old = fleet["key"]
+    with _Loop(fleet, h1, old, pause=0.1) as l1, _Loop(fleet, h2, old, pause=0.1) as l2:
+        time.sleep(1)
+        res = selfhost_cli("rotate-keys", "-i", fleet["site"], "--grace", "5", "--yes", "--json", cwd=fleet["cwd"])
+        time.sleep(2)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    new = json.loads(res.stdout)["api_keys"]
+    assert list(new) == [h1.name], "one key for the fleet, shown once"
+    key = new[h1.name]
+    fleet["key"] = key
+    for loop in (l1, l2):
+        errors = [r for r in loop.results if not isinstance(r, int)]
+        assert not errors, errors[:5]
+        assert set(loop.results) <= {200, 401} and 200 in loop.results and loop.results[-1] == 401
+        first = loop.results.index(401)
+        assert set(loop.results[first:]) == {401}
+    RESULTS["rotation"] = {h.name: len(l.results) for h, l in ((h1, l1), (h2, l2))}
+    for h in (h1, h2):
+        assert _status(fleet, h, "/v1/models", key) == 200
+        assert _status(fleet, h, "/v1/models", old) == 401
