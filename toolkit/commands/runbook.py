@@ -28,9 +28,12 @@ def runbook(
 
     hosts = None
     if inventory is not None and bundle is None:
+        from toolkit.deploy.locate import last_bundle
         from toolkit.render.site import load_site
 
-        hosts = [h.name for h in load_site(inventory).hosts]
+        site = load_site(inventory)
+        bundle = last_bundle(site)  # the deployment the site recorded, wherever it was rendered
+        hosts = [h.name for h in site.hosts]
     where = rb.find_bundle(bundle, hosts)
     if topic is None:
         pages = rb.pages(where)
