@@ -29,15 +29,14 @@ def rotate_keys(inventory: InventoryOpt, host: HostOpt = None, name: NameOpt = N
     from toolkit.commands import output
     from toolkit.errors import ConfigError
     from toolkit.operate import operations, releases
-    from toolkit.render.site import load_site
 
-    if load_site(inventory).settings.selfhost_fleet:
+    site, bundle, invocation, infos, dep = ops_setup(inventory, name, host, command_line())
+    if site is not None and site.settings.selfhost_fleet:
         # The day-2 ops bundle carries no plan vars, so the fleet's one key set cannot be rotated from it yet:
         # refuse rather than give each host a key of its own.
         raise ConfigError(f"{inventory}: rotate-keys does not handle a fleet (selfhost_fleet: true) yet",
                           fix="rotate by re-deploying: delete api-keys.conf on the first host, then "
                               "`selfhost deploy PLAN -i SITE` creates and installs one new key set")
-    site, bundle, invocation, infos, dep = ops_setup(inventory, name, host, command_line())
     hosts = list(infos)
     if not json:
         output.line(f"rotate the API keys of {dep} on {', '.join(hosts)}; old keys keep working for {grace}s")
