@@ -173,6 +173,14 @@ def selfhost_cli(*args, cwd: Path, timeout: float = 900) -> subprocess.Completed
                           text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def selfhost_popen(*args, cwd: Path) -> subprocess.Popen:
+    """The CLI as `selfhost_cli` runs it, but running: its output (stdout and stderr, unbuffered) is read
+    line by line while it works (a key shown at the start of a grace window)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "toolkit", *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, stdin=subprocess.DEVNULL)
+
+
 def print_changes(log: list):
     """A deployer on_event callback: print (and keep) each changed/failed/unreachable task."""
     def on_event(e):
@@ -200,3 +208,45 @@ def gateway_request(ca: Path, host, path: str, *, key: str | None = None, body: 
             return r.status, json.loads(raw) if raw.strip().startswith(b"{") else {}
     except urllib.error.HTTPError as exc:
         return exc.code, {}
+
+
+class ClientLoop:
+    """A client calling one host's gateway in the background until the block ends: every answer kept in
+    order (`results`: an HTTP status, or the repr of a connection/TLS/timeout error). `key` may be changed
+    while it runs (a client switching to a rotated key)."""
+
+    def __init__(self, ca: Path, host, key: str | None, path: str = "/v1/models", body: dict | None = None,
+                 pause: float = 0.2, timeout: float = 60):
+        import threading
+
+        self.key = key
+        self.results: list[int | str] = []
+        self._ca, self._host, self._path, self._body, self._timeout = ca, host, path, body, timeout
+        self._pause = pause
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def statuses(self) -> list[int]:
+        return [r for r in self.results if isinstance(r, int)]
+
+    @property
+    def errors(self) -> list[str]:
+        return [r for r in self.results if isinstance(r, str)]
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.results.append(gateway_request(self._ca, self._host, self._path, key=self.key, body=self._body,
+                                                    timeout=self._timeout)[0])
+            except Exception as exc:  # connection refused/reset, TLS error, timeout
+                self.results.append(repr(exc))
+            self._stop.wait(self._pause)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join(timeout=120)

@@ -3,11 +3,19 @@
 doctor's exit codes 1 (a check failed) and 2 (a host unreachable) are provoked for real.
 
 Numbers seen (status after chat completions) are printed; run with `-s` to see them.
+
+The raw per-host answers of the status/doctor/logs calls marked below (healthy hosts, a stopped gateway,
+an unreachable host) are written as unit-test cases (`toolkit.deploy.capture`, secrets scrubbed, and
+checked here to hold no API key of the site): into a temp folder of the session (printed), or, with
+SELFHOST_CAPTURE_DIR set, there — this refreshes tests/unit/cases/ops/captured:
+    SELFHOST_CAPTURE_DIR=tests/unit/cases/ops/captured CI=true flock /tmp/selfhost-e2e.lock \
+        .venv/bin/python -m pytest tests/e2e/test_day2_read.py -q -p no:cacheprovider -x -s
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import threading
@@ -18,6 +26,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import gateway_request, selfhost_cli
+from toolkit.deploy import capture
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +43,37 @@ def _chat(site, host, max_tokens: int = 16) -> dict:
 
 @pytest.fixture(scope="module")
 def site(deployed_site, tmp_path_factory):
-    return {**deployed_site, "cwd": tmp_path_factory.mktemp("day2")}
+    captured = Path(CAPTURE_TO).resolve() if CAPTURE_TO else tmp_path_factory.mktemp("captured")
+    return {**deployed_site, "cwd": tmp_path_factory.mktemp("day2"), "captured": captured}
+
+
+CAPTURE_TO = os.environ.get(capture.DIR_ENV)  # read once: the fixture below takes it out of the CLI's environment
+
+
+@pytest.fixture(autouse=True)
+def _capture_nothing_by_default(monkeypatch):
+    """Only the calls a test names with `_keep_as` write a case (the README test must not overwrite them)."""
+    monkeypatch.delenv(capture.DIR_ENV, raising=False)
+    monkeypatch.delenv(capture.NAME_ENV, raising=False)
+
+
+def _keep_as(monkeypatch, site, name: str | None) -> None:
+    """The CLI calls that follow write their raw readout as case `name` (None: stop)."""
+    if name is None:
+        monkeypatch.delenv(capture.DIR_ENV, raising=False)
+        return
+    monkeypatch.setenv(capture.DIR_ENV, str(site["captured"]))
+    monkeypatch.setenv(capture.NAME_ENV, name)
+
+
+def _assert_kept_without_keys(site, name: str) -> None:
+    """A case written by this run names no API key of the site (the scrub, checked against the real keys)."""
+    path = site["captured"] / f"{name}.json"
+    text = path.read_text()
+    assert json.loads(text)["values"] or json.loads(text)["result"]["failed"], name
+    for key in site["keys"].values():
+        assert key not in text, name
+    print(f"\n[e2e] captured {path} ({len(text)} bytes)", flush=True)
 
 
 def _by_host(checks: list[dict]) -> dict[str, dict[str, dict]]:
@@ -44,9 +83,11 @@ def _by_host(checks: list[dict]) -> dict[str, dict[str, dict]]:
     return out
 
 
-def test_doctor_json_all_ok(site):
+def test_doctor_json_all_ok(site, monkeypatch):
+    _keep_as(monkeypatch, site, "doctor-healthy")
     res = selfhost_cli("doctor", "-i", site["site"], "--bundle", site["bundle"].path, "--json", cwd=site["cwd"])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    _assert_kept_without_keys(site, "doctor-healthy")
     report = json.loads(res.stdout)
     assert set(report) == {"ok", "checks"} and report["ok"] is True
     hosts = _by_host(report["checks"])
@@ -58,7 +99,7 @@ def test_doctor_json_all_ok(site):
         print(f"\n[e2e] doctor {host}: {len(checks)} checks ok; {checks['certificate']['detail']}", flush=True)
 
 
-def test_status_shows_the_model_and_live_metrics(site):
+def test_status_shows_the_model_and_live_metrics(site, monkeypatch):
     for h in site["hosts"]:
         assert _chat(site, h)["usage"]["completion_tokens"] > 0
     stop = threading.Event()
@@ -69,12 +110,14 @@ def test_status_shows_the_model_and_live_metrics(site):
 
     t = threading.Thread(target=load, daemon=True)
     t.start()
+    _keep_as(monkeypatch, site, "status-healthy")
     try:  # PLAN form: finds the bundle deployed from this plan (same digest and hosts), renders nothing
         res = selfhost_cli("status", "-i", site["site"], site["plan_file"], "--json", "--sample", "4", cwd=site["cwd"])
     finally:
         stop.set()
         t.join(timeout=180)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    _assert_kept_without_keys(site, "status-healthy")
     assert not (site["cwd"] / "build" / "tiny").exists(), "status reused the deployed bundle"
     report = json.loads(res.stdout)
     assert report["ok"] is True
@@ -98,33 +141,52 @@ def test_status_shows_the_model_and_live_metrics(site):
               f"{mt['requests_finished_total']:.0f} finished, {mt['http_5xx_total']} 5xx", flush=True)
 
 
-def test_bench_through_the_gateway_reports_real_numbers(site):
+def test_bench_runs_vllm_bench_serve_on_the_host(site):
+    """`selfhost bench` runs vLLM's own client on the host, in the server's image on its internal network,
+    and reports its result in vLLM's names beside the plan's prediction; nothing of the run stays behind."""
     h = site["hosts"][0]
-    key_file = site["cwd"] / "api-key"
-    key_file.write_text(site["keys"][h.name] + "\n")
-    key_file.chmod(0o600)
-    # The test hosts' gateway port is published on a loopback port of its own, hence --url (not -i).
-    res = selfhost_cli("bench", "--url", f"https://127.0.0.1:{h.https_port}", "--ca", site["ca"],
-                    "--api-key-file", key_file, "--plan", site["plan_file"], "--concurrency", "2",
-                    "--requests", "6", "--max-tokens", "16", "--duration", "120", "--json", cwd=site["cwd"])
+    bundle = site["bundle"]
+    args = ["bench", "-i", site["site"], site["plan_file"], "--host", h.name, "--concurrency", "2",
+            "--num-prompts", "6", "--input-len", "32", "--output-len", "8", "--json"]
+    dry = selfhost_cli(*args, "--dry-run", cwd=site["cwd"])
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    [op] = json.loads(dry.stdout)["operations"]
+    argv = op["extravars"]["selfhost_bench_argv"]
+    network = argv[argv.index("--network") + 1]
+    assert network == bundle.vars.selfhost_network_internal and bundle.vars.selfhost_server.image in argv
+    # The network the client joins has no route out (Docker's `internal`), like the server's.
+    assert h.exec("docker", "network", "inspect", "--format", "{{.Internal}}", network).stdout.decode().strip() == "true"
+
+    start = time.monotonic()
+    res = selfhost_cli(*args, cwd=site["cwd"], timeout=900)
+    wall = time.monotonic() - start
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    r = json.loads(res.stdout)
-    assert r["ok"] == 6 and r["errors"] == 0 and r["model"] == "tiny", r
-    assert r["output_tokens_per_s"] > 0 and r["requests_per_s"] > 0
-    # ITL is the gap between streamed chunks: with a 2-layer model two tokens can share one TCP read,
-    # so a median of 0 is a real reading here; TTFT is always positive.
-    assert 0 < r["ttft_p50_s"] <= r["ttft_p95_s"] and 0 <= r["itl_p50_s"] <= r["itl_p95_s"]
-    assert r["predicted"]["decode_tokens_per_s"] == site["plan"].performance.decode_tokens_per_s
-    assert site["keys"][h.name] not in res.stdout + res.stderr
-    print(f"\n[e2e] bench {h.name} through the gateway: {r['ok']} requests, {r['requests_per_s']:.2f} req/s, "
-          f"{r['output_tokens_per_s']:.1f} output tok/s, TTFT p50/p95 {r['ttft_p50_s']:.3f}/{r['ttft_p95_s']:.3f} s, "
-          f"ITL p50/p95 {r['itl_p50_s']:.3f}/{r['itl_p95_s']:.3f} s (plan: {r['predicted']})", flush=True)
+    doc = json.loads(res.stdout)
+    r = doc["result"]
+    assert doc["error"] is None and doc["host"] == h.name, doc
+    assert (r["model"], r["num_prompts"], r["completed"], r["failed"], r["max_concurrency"]) == ("tiny", 6, 6, 0, 2), r
+    assert r["total_output_tokens"] == 6 * 8  # --ignore-eos: exactly --output-len tokens per answer
+    assert 0 < r["median_ttft_ms"] <= r["p99_ttft_ms"] and r["mean_tpot_ms"] > 0 and r["mean_itl_ms"] >= 0
+    assert r["output_throughput"] == pytest.approx(r["total_output_tokens"] / r["duration"], rel=1e-6)
+    assert r["predicted"] == site["plan"].performance.model_dump(mode="json")
+    left = h.exec("docker", "ps", "-a", "-q", "--filter", "label=org.selfhost.role=bench").stdout.decode().strip()
+    bench_dir = f"{bundle.vars.selfhost_root}/{bundle.vars.selfhost_name}/bench"
+    assert left == "" and h.exec("find", bench_dir, "-mindepth", "1", check=False).stdout.decode().strip() == ""
+    print(f"\n[e2e] bench {h.name} (vllm bench serve, {wall:.0f} s wall): {r['completed']} requests in "
+          f"{r['duration']:.2f} s, {r['request_throughput']:.2f} req/s, {r['output_throughput']:.1f} output tok/s, "
+          f"TTFT mean/median/p99 {r['mean_ttft_ms']:.1f}/{r['median_ttft_ms']:.1f}/{r['p99_ttft_ms']:.1f} ms, "
+          f"TPOT mean {r['mean_tpot_ms']:.1f} ms, ITL p99 {r['p99_itl_ms']:.1f} ms "
+          f"(plan: {r['predicted']['aggregate_tokens_per_s']} tok/s at {r['predicted']['at_concurrency']}, "
+          f"{r['predicted']['per_user_tokens_per_s']} per user)", flush=True)
 
 
-def test_logs_tail_returns_server_lines_and_no_key(site):
+def test_logs_tail_returns_server_lines_and_no_key(site, monkeypatch):
+    _keep_as(monkeypatch, site, "logs-tail")
     res = selfhost_cli("logs", "-i", site["site"], "--bundle", site["bundle"].path, "--tail", "20", "--json",
                     cwd=site["cwd"])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    _assert_kept_without_keys(site, "logs-tail")
+    _keep_as(monkeypatch, site, None)
     out = json.loads(res.stdout)
     assert out["errors"] == {}
     for h in site["hosts"]:
@@ -142,16 +204,26 @@ def test_logs_tail_returns_server_lines_and_no_key(site):
     assert 0 < len(res.stdout.splitlines()) <= 3 + 40 and f"{one} |" not in res.stdout
 
 
-def test_doctor_exit_1_names_a_stopped_gateway(site):
+def test_doctor_exit_1_names_a_stopped_gateway(site, monkeypatch):
     h = site["hosts"][0]
     gateway = site["bundle"].vars.selfhost_gateway_container
     h.exec("docker", "stop", gateway)
     try:
+        _keep_as(monkeypatch, site, "doctor-gateway-stopped")
         res = selfhost_cli("doctor", "-i", site["site"], "--bundle", site["bundle"].path, "--host", h.name, "--json",
                         cwd=site["cwd"])
+        _keep_as(monkeypatch, site, "status-gateway-stopped")
+        stat = selfhost_cli("status", "-i", site["site"], "--bundle", site["bundle"].path, "--host", h.name, "--json",
+                            cwd=site["cwd"])
+        _keep_as(monkeypatch, site, None)
     finally:
         h.exec("docker", "start", gateway)
     assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-3000:]
+    _assert_kept_without_keys(site, "doctor-gateway-stopped")
+    assert stat.returncode == 1, stat.stdout[-3000:] + stat.stderr[-3000:]  # reachable, not serving
+    [st] = json.loads(stat.stdout)["hosts"]
+    assert st["state"] == "running" and st["gateway_state"] == "exited" and st["ok"] is False, st
+    _assert_kept_without_keys(site, "status-gateway-stopped")
     report = json.loads(res.stdout)
     failed = {c["name"] for c in report["checks"] if not c["ok"]}
     assert report["ok"] is False and {"gateway_container", "gateway_answers"} <= failed, failed
@@ -165,7 +237,7 @@ def test_doctor_exit_1_names_a_stopped_gateway(site):
     assert health == "healthy"
 
 
-def test_doctor_exit_2_when_a_host_is_unreachable(site, tmp_path):
+def test_doctor_exit_2_when_a_host_is_unreachable(site, tmp_path, monkeypatch):
     bundle = tmp_path / "bundle"
     shutil.copytree(site["bundle"].path, bundle, ignore=shutil.ignore_patterns("artifacts"))
     inv_file = bundle / "inventory" / "hosts.yml"
@@ -174,8 +246,17 @@ def test_doctor_exit_2_when_a_host_is_unreachable(site, tmp_path):
     group = inv.get("inference") or inv["all"]["children"]["inference"]
     group["hosts"][dead]["ansible_port"] = 1  # nothing listens there
     inv_file.write_text(yaml.safe_dump(inv))
+    _keep_as(monkeypatch, site, "doctor-host-unreachable")
     res = selfhost_cli("doctor", "-i", site["site"], "--bundle", bundle, "--json", cwd=site["cwd"])
+    _keep_as(monkeypatch, site, "status-host-unreachable")
+    stat = selfhost_cli("status", "-i", site["site"], "--bundle", bundle, "--json", cwd=site["cwd"])
+    _keep_as(monkeypatch, site, None)
     assert res.returncode == 2, res.stdout[-3000:] + res.stderr[-3000:]
+    _assert_kept_without_keys(site, "doctor-host-unreachable")
+    assert stat.returncode == 2, stat.stdout[-3000:] + stat.stderr[-3000:]
+    reachable = {s["host"]: s["reachable"] for s in json.loads(stat.stdout)["hosts"]}
+    assert reachable == {site["hosts"][0].name: True, site["hosts"][1].name: False}, reachable
+    _assert_kept_without_keys(site, "status-host-unreachable")
     report = json.loads(res.stdout)
     hosts = _by_host(report["checks"])
     assert report["ok"] is False
@@ -221,7 +302,7 @@ def test_every_readme_day2_command_runs_as_documented(site):
         if words[0] == "templates":
             words = ["templates", "list", "-i", str(site["site"])]
         if words[0] == "bench":
-            continue  # the test hosts publish their gateway on a loopback port of their own: see the bench test (--url)
+            words += ["--concurrency", "1", "--num-prompts", "2", "--input-len", "16", "--output-len", "4"]
         if words[0] in WRITES:
             words.append("--dry-run")
         if words[0] == "logs":

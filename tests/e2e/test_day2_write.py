@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import gateway_request, selfhost_cli
+from tests.e2e.conftest import ClientLoop, gateway_request, selfhost_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -35,32 +35,9 @@ def _request(site, host, path: str, key: str | None, body: dict | None = None, t
 CHAT = {"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "hello"}]}
 
 
-class _Loop:
+def _loop(site, host, key: str, path: str = "/v1/models", body: dict | None = None, pause: float = 0.2) -> ClientLoop:
     """A client hammering one host in the background; records every status and every exception."""
-
-    def __init__(self, site, host, key: str, path: str = "/v1/models", body: dict | None = None, pause: float = 0.2):
-        self.statuses: list[int] = []
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._args = (site, host, path, key, body)
-        self._pause = pause
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                self.statuses.append(_request(*self._args[:3], self._args[3], self._args[4]))
-            except Exception as exc:  # connection refused/reset, TLS error, timeout
-                self.errors.append(repr(exc))
-            self._stop.wait(self._pause)
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join(timeout=90)
+    return ClientLoop(site["ca"], host, key, path, body, pause=pause)
 
 
 def _json_file(host, path: str) -> dict | None:
@@ -128,7 +105,7 @@ def test_broken_upgrade_rolls_the_first_host_back_and_stops(site):
     bad = _plan_file(site, "plan-bad.yml", max_model_len=1536)
     h2_started = _started_at(h2, site["bundle"].vars.selfhost_vllm_container)
     t0 = time.monotonic()
-    with _Loop(site, h2, site["keys"][h2.name], "/v1/chat/completions", CHAT, pause=0.5) as other:
+    with _loop(site, h2, site["keys"][h2.name], "/v1/chat/completions", CHAT, pause=0.5) as other:
         res = selfhost_cli("upgrade", bad, "-i", site["site"], "--yes", cwd=site["cwd"])
     TIMES["broken upgrade + automatic rollback"] = time.monotonic() - t0
     text = " ".join((res.stdout + res.stderr).split())
@@ -207,7 +184,7 @@ def test_rotate_keys_without_a_failed_request(site):
     h1, h2 = site["hosts"]
     old = dict(site["keys"])
     window = {h.name: _GraceProbe(site, h, old[h.name]) for h in (h1, h2)}
-    with _Loop(site, h1, old[h1.name], pause=0.1) as loop1, _Loop(site, h2, old[h2.name], pause=0.1) as loop2:
+    with _loop(site, h1, old[h1.name], pause=0.1) as loop1, _loop(site, h2, old[h2.name], pause=0.1) as loop2:
         time.sleep(1)
         for probe in window.values():
             probe.start()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import gateway_request, print_changes
+from tests.e2e.infra.config import cache_path
 from toolkit.deploy import runner as deployer
 
 pytestmark = pytest.mark.e2e
@@ -21,12 +22,30 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 TIMES: dict[str, float] = {}
+ARTIFACTS: dict[str, str] = {}  # phase -> ansible-runner artifact dir (per-task timings for the bench)
+TIMES_FILE = "deploy_times.json"  # in the e2e cache: bench/deploy_time.py reads it
+
+
+def record_times(times: dict[str, float], *, hosts: int, artifacts: dict[str, str]) -> Path:
+    """Write the wall times of this run where `bench/deploy_time.py` finds them."""
+    import os
+    import subprocess
+
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                         check=False).stdout
+    path = cache_path(TIMES_FILE)
+    path.write_text(json.dumps({"measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                "commit": rev.strip(), "hosts": hosts, "cpus": os.cpu_count(),
+                                "seconds": {k: round(v, 1) for k, v in times.items()},
+                                "artifacts": artifacts}, indent=2) + "\n")
+    return path
 
 
 @pytest.fixture(scope="module")
 def lab(deployed_site):
     """The session's deployment (conftest `deployed_site`): render + first deploy happen there."""
     TIMES["first deploy"] = deployed_site["first_s"]
+    ARTIFACTS["first deploy"] = deployed_site["report"]["deploy"]["artifacts"]
     return deployed_site
 
 
@@ -107,6 +126,7 @@ def test_second_deploy_changes_nothing(lab):
     t0 = time.monotonic()
     result = deployer.run(lab["bundle"].path, on_event=print_changes(changes))
     TIMES["no-op deploy"] = time.monotonic() - t0
+    ARTIFACTS["no-op deploy"] = result.artifacts
     print(f"\n[e2e] no-op deploy: {TIMES['no-op deploy']:.0f}s, status {result.status}", flush=True)
     assert result.ok, result.failed
     assert {h: s.changed for h, s in result.hosts.items()} == {h.name: 0 for h in lab["hosts"]}, \
@@ -126,6 +146,7 @@ def test_killed_server_and_corrupt_weight_are_healed(lab):
     t0 = time.monotonic()
     result = deployer.run(lab["bundle"].path, on_event=print_changes(changes))
     TIMES["heal deploy"] = time.monotonic() - t0
+    ARTIFACTS["heal deploy"] = result.artifacts
     print(f"\n[e2e] heal deploy: {TIMES['heal deploy']:.0f}s", flush=True)
     assert result.ok, result.failed
     assert result.hosts[h.name].changed > 0
@@ -140,9 +161,11 @@ def test_killed_server_and_corrupt_weight_are_healed(lab):
 
 
 def test_report_times(lab):
-    """The deploy wall times, written to the e2e report; a re-run that changes nothing must cost far
-    less than the first deploy (it copies no image or weights and restarts nothing)."""
+    """The deploy wall times, printed and written to the e2e cache (`python bench/deploy_time.py` shows
+    them); a re-run that changes nothing must cost far less than the first deploy (it copies no image
+    or weights and restarts nothing)."""
     print("\n[e2e] wall times: " + ", ".join(f"{k} {v:.0f}s" for k, v in TIMES.items()), flush=True)
+    record_times(TIMES, hosts=len(lab["hosts"]), artifacts=ARTIFACTS)
     assert {"first deploy", "no-op deploy", "heal deploy"} <= set(TIMES), "a timed phase did not run"
     assert TIMES["no-op deploy"] < TIMES["first deploy"] / 2, TIMES
     assert TIMES["heal deploy"] < TIMES["first deploy"], TIMES

@@ -10,7 +10,9 @@ fleet's key on every host: `deployed_site["keys"]` is updated).
   * one key works on both hosts; the other host's old key is gone;
   * with host 2's server stopped, a client loop through host 1 sees no failed request after the passive
     health check noticed (at most the first request of the window fails; with retries none does);
-  * fleet-wide rotate-keys keeps a client loop on each host free of errors, the new key works on both.
+  * fleet-wide rotate-keys while a client loop runs through each host: no failed request (the clients switch
+    to the new key shown at the start of the grace window, when old and new both work on both hosts); after
+    it the old key is 401 on both hosts and the new one works on both.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import time
 import pytest
 import yaml
 
-from tests.e2e.conftest import gateway_request, selfhost_cli
+from tests.e2e.conftest import ClientLoop, gateway_request, selfhost_cli, selfhost_popen
 
 pytestmark = pytest.mark.e2e
 
@@ -60,33 +62,6 @@ def _wait_healthy(fleet, host, timeout=400):
     raise AssertionError(f"{host.name}: the server did not come back in {timeout}s")
 
 
-class _Loop:
-    """Chat completions through one host in the background; every status and exception kept in order."""
-
-    def __init__(self, fleet, host, key, pause=0.2):
-        self.results: list[int | str] = []
-        self._stop = threading.Event()
-        self._args = (fleet, host, "/v1/chat/completions", key, CHAT)
-        self._pause = pause
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                self.results.append(_status(*self._args))
-            except Exception as exc:
-                self.results.append(repr(exc))
-            self._stop.wait(self._pause)
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join(timeout=120)
-
-
 @pytest.fixture(scope="module")
 def fleet(deployed_site, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fleet")
@@ -109,7 +84,8 @@ def fleet(deployed_site, tmp_path_factory):
     key = (report.get("api_keys") or {}).get(first) or deployed_site["keys"][first]
     old = dict(deployed_site["keys"])
     out = {"site": site, "cwd": tmp, "hosts": hosts, "ca": deployed_site["ca"], "key": key, "old": old,
-           "vllm": f"{deployed_site['plan'].name}-vllm"}
+           "vllm": f"{deployed_site['plan'].name}-vllm",
+           "keys_file": f"{deployed_site['bundle'].vars.selfhost_gateway_dir}/api-keys.conf"}
     yield out
     # Put the session's single-host gateways back (the servers stay as they are); every host now holds the
     # fleet's key set, which is the key the later modules must use.
@@ -152,7 +128,7 @@ def test_failover_when_a_replica_stops(fleet):
     h1, h2 = fleet["hosts"]
     h2.exec("docker", "stop", fleet["vllm"])
     try:
-        with _Loop(fleet, h1, fleet["key"], pause=0.1) as loop:
+        with ClientLoop(fleet["ca"], h1, fleet["key"], "/v1/chat/completions", CHAT, pause=0.1) as loop:
             time.sleep(25)
         results = loop.results
     finally:
@@ -167,14 +143,69 @@ def test_failover_when_a_replica_stops(fleet):
     _wait_healthy(fleet, h2)
 
 
-def test_rotate_keys_refuses_a_fleet_and_changes_nothing(fleet):
-    """Fleet-wide rotation is not built yet: the command says so before touching a host, and the fleet's
-    one key keeps working on both hosts."""
+def test_fleet_wide_rotation_without_a_failed_request(fleet):
+    """`rotate-keys` on the fleet, run as a user runs it, while a client loop goes through each host: the new
+    key is shown once at the start of the grace window; at that moment the old and the new key both work on
+    both hosts, and the clients switch to the new one; no request fails; after the grace, the old key is 401
+    on both hosts and both hosts hold the same keys file."""
     h1, h2 = fleet["hosts"]
     _wait_healthy(fleet, h2)
-    res = selfhost_cli("rotate-keys", "-i", fleet["site"], "--grace", "5", "--yes", cwd=fleet["cwd"])
-    assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
-    assert "rotate-keys does not handle a fleet" in res.stdout + res.stderr
+    old, grace = fleet["key"], 15
+    shown: dict[str, str] = {}
+    lines: list[str] = []
+    window: dict[str, tuple[int, int]] = {}
+    loops = [ClientLoop(fleet["ca"], h, old, "/v1/chat/completions", CHAT, pause=0.1) for h in (h1, h2)]
+    switched_at: list[int] = []
+    t0 = time.monotonic()
+    with loops[0], loops[1]:
+        time.sleep(1)
+        proc = selfhost_popen("rotate-keys", "-i", fleet["site"], "--grace", grace, "--yes", cwd=fleet["cwd"])
+        watchdog = threading.Timer(900, proc.kill)
+        watchdog.start()
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                m = re.match(r"^\s*(\S+): ([0-9A-Za-z._~+/-]{16,})\s*$", line)
+                if m and not switched_at:  # the keys block shown before the grace window
+                    shown[m.group(1)] = m.group(2)
+                if "switch your clients now" in line and shown and not switched_at:
+                    new = shown[h1.name]
+                    fleet["key"] = new  # from here on the fleet's key (the module's teardown hands it on)
+                    window = {h.name: (_status(fleet, h, "/v1/models", old), _status(fleet, h, "/v1/models", new))
+                              for h in (h1, h2)}
+                    RESULTS["rotation_key_shown_s"] = round(time.monotonic() - t0, 1)
+                    for loop in loops:  # the clients switch during the grace window
+                        switched_at.append(len(loop.results))
+                        loop.key = new
+            rc = proc.wait(timeout=60)
+        finally:
+            watchdog.cancel()
+        RESULTS["rotation_s"] = round(time.monotonic() - t0, 1)
+        time.sleep(2)
+    out = "".join(lines)
+    assert rc == 0, out[-4000:]
+    assert "rotate the fleet's one key set" in out
+    assert set(shown) == {h1.name, h2.name} and len(set(shown.values())) == 1, f"one new key for the fleet: {out[-2000:]}"
+    new = shown[h1.name]
+    assert new != old
+    # The grace window, seen from outside: both keys accepted on both hosts at the same moment.
+    assert window == {h1.name: (200, 200), h2.name: (200, 200)}, window
+    for loop, at in zip(loops, switched_at):
+        RESULTS.setdefault("rotation_loops", []).append(
+            {"requests": len(loop.results), "with_new_key": len(loop.results) - at, "statuses": sorted(set(loop.statuses)),
+             "errors": len(loop.errors)})
+        assert loop.results and all(r == 200 for r in loop.results), \
+            f"no failed request: {[(i, r) for i, r in enumerate(loop.results) if r != 200][:10]}"
+        assert at > 0 and len(loop.results) > at, "the loop ran with the old key, then with the new one"
+    print(f"\n[e2e] fleet rotation: {RESULTS['rotation_s']}s, key shown at {RESULTS['rotation_key_shown_s']}s, "
+          f"loops {RESULTS['rotation_loops']}", flush=True)
+    files = set()
     for h in (h1, h2):
-        assert _status(fleet, h, "/v1/models", fleet["key"]) == 200
-
+        assert _status(fleet, h, "/v1/models", old) == 401, f"{h.name}: the old key is retired"
+        assert _status(fleet, h, "/v1/chat/completions", new, CHAT, timeout=120) == 200, f"{h.name}: the new key works"
+        text = h.exec("cat", fleet["keys_file"]).stdout.decode()
+        assert old not in text and new in text
+        files.add(text)
+        assert h.exec("test", "-e", fleet["keys_file"] + ".new", check=False).returncode != 0, \
+            "the first host's copy of the new key is deleted"
+    assert len(files) == 1, "one key set: the same keys file on every host"

@@ -53,7 +53,7 @@ def test_every_role_documents_its_public_vars():
 
     roles = sorted((ROOT / "playbooks" / "roles").iterdir())
     assert [r.name for r in roles] == ["selfhost_gateway", "selfhost_images", "selfhost_lock", "selfhost_preflight",
-                                       "selfhost_release", "selfhost_runtime", "selfhost_verify", "selfhost_vllm",
+                                       "selfhost_release", "selfhost_router", "selfhost_runtime", "selfhost_verify", "selfhost_vllm",
                                        "selfhost_weights"]
     for role in roles:
         defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text()) or {}

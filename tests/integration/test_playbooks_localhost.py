@@ -201,3 +201,117 @@ def test_route_audit_fetches_and_verifies_the_hosts_log(tmp_path):
     log.write_text("\n".join([json.dumps(rec), *lines[1:]]) + "\n")
     reports, _ = fetch_reports(b, ["localhost"], 30)
     assert not reports["localhost"]["ok"] and reports["localhost"]["first_bad_line"] == 1
+
+
+WEIGHTS_PROBE = """---
+- name: Ship and verify the weights (the weights role alone)
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Ship and verify the weights
+      ansible.builtin.import_role:
+        name: selfhost_weights
+  handlers:
+    - name: Weights changed
+      ansible.builtin.debug:
+        msg: restart the server
+      listen: selfhost weights changed
+"""
+
+
+def test_weights_are_hashed_only_when_their_stat_moved(tmp_path):
+    """Live on localhost: the first run copies and hashes every file; a re-run hashes none, copies
+    nothing (one check instead of the copy steps) and changes nothing; a file corrupted in place with
+    its size and mtime put back (rsync's quick check cannot see it) is still caught through its
+    ctime, removed, copied again and verified; a full verify hashes all."""
+    import json
+    import os
+
+    from toolkit.render.manifest import HashCache, manifest
+
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}\n')
+    (src / "model.safetensors").write_bytes(bytes(range(256)) * 4096)
+    dest = tmp_path / "root" / "it" / "weights"
+    b = _bundle(tmp_path, selfhost_weights_source=str(src), selfhost_weights_manifest="files/weights.sha256",
+                selfhost_weights_dir=str(dest))
+    (b / "files").mkdir()
+    (b / "files" / "weights.sha256").write_text(manifest(src, HashCache(tmp_path / "cache.json")))
+    (b / "project" / "weights_probe.yml").write_text(WEIGHTS_PROBE)
+    total = sum(p.stat().st_size for p in src.iterdir())
+
+    def deploy(**extravars):
+        checks: list[dict] = []
+        ran: list[str] = []
+
+        def keep(event):
+            data = event.get("event_data") or {}
+            if event.get("event") == "runner_on_ok":
+                ran.append(data.get("task", ""))
+                if data.get("task", "").startswith(("Verify the weights", "Check whether the host already holds")):
+                    checks.append(json.loads(data["res"]["stdout"]))
+        result = deployer.run(b, playbook="weights_probe.yml", extravars=extravars, on_raw_event=keep)
+        assert result.ok, [f.message for f in result.failed]
+        return result, checks, ran
+
+    nothing_there = {"bad": [], "hashed": 0, "trusted": 0, "hashed_bytes": 0, "in_place": False}
+    result, checks, ran = deploy()
+    assert checks == [nothing_there, {"bad": [], "hashed": 2, "trusted": 0, "hashed_bytes": total}]
+    result, checks, ran = deploy()
+    assert result.total_changed == 0
+    assert checks == [{"bad": [], "hashed": 0, "trusted": 2, "hashed_bytes": 0, "in_place": True}]
+    assert "Copy the weights manifest" not in ran, "nothing to ship: the copy steps are skipped"
+    stamp = Path(f"{dest}.verified.json")
+    recorded = stamp.stat().st_mtime_ns
+    preview = deployer.run(b, check=True, playbook="weights_probe.yml")
+    assert preview.ok and preview.total_changed == 0 and stamp.stat().st_mtime_ns == recorded, "check mode writes nothing"
+
+    target = dest / "model.safetensors"
+    before = target.stat()
+    os.chmod(target, 0o644)
+    with open(target, "r+b") as f:
+        f.seek(4096)
+        f.write(b"corrupt!")
+    os.chmod(target, 0o444)
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))  # size and mtime as they were
+    result, checks, ran = deploy()
+    assert result.total_changed > 0
+    assert checks[0]["bad"] == ["model.safetensors"] and checks[0]["trusted"] == 1 and not checks[0]["in_place"]
+    assert checks[-1] == {"bad": [], "hashed": 1, "trusted": 1, "hashed_bytes": 1024 * 1024}, "the fresh copy passed"
+    assert target.read_bytes() == (src / "model.safetensors").read_bytes()
+
+    result, checks, ran = deploy(selfhost_weights_verify_full=True)
+    assert result.total_changed == 0
+    assert checks == [{"bad": [], "hashed": 2, "trusted": 0, "hashed_bytes": total, "in_place": True}]
+
+    dest.chmod(0o755)
+    (dest / "stray.bin").write_bytes(b"not in the manifest")
+    dest.chmod(0o555)
+    result, checks, ran = deploy()
+    assert not checks[0]["in_place"] and not (dest / "stray.bin").exists(), "a file the manifest lacks is removed"
+
+
+FACTS_PROBE = """---
+- name: Read a fact the way site.yml does (no gather_facts, so the runner's smart gathering decides)
+  hosts: all
+  gather_subset: [min, network]
+  tasks:
+    - name: Show the distribution
+      ansible.builtin.debug:
+        msg: "{{ ansible_facts['distribution'] }}"
+"""
+
+
+def test_facts_are_gathered_once_for_two_runs_of_a_bundle(tmp_path):
+    """A deploy's preview and its run (or a re-run soon after) gather the facts once: the cache outlives
+    ansible-runner's per-run folder."""
+    b = _bundle(tmp_path)
+    (b / "project" / "facts_probe.yml").write_text(FACTS_PROBE)
+    gathered = []
+    for check in (True, False):
+        events: list = []
+        result = deployer.run(b, check=check, playbook="facts_probe.yml", on_event=events.append)
+        assert result.ok, result.failed
+        gathered.append(sum(e.task == "Gathering Facts" and e.status == "ok" for e in events))
+    assert gathered == [1, 0]

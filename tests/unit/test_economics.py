@@ -188,3 +188,122 @@ def test_apis_command_lists_the_price_list_and_its_date():
     res = _cli("apis")
     assert res.exit_code == 0, res.output
     assert catalog.api_prices().as_of in res.output and "gemini-2.5-flash-lite" in res.output
+
+
+# ---------------------------------------------------------------- hybrid: part of the traffic routed out
+
+
+def test_hybrid_worked_example_by_hand():
+    """--routed-out 0.25 on 2 M requests/month, the rest on 2 owned GPUs, every figure by hand."""
+    from toolkit.catalog.spec import ApiPrice
+    from toolkit.plan.costs import hybrid_cost
+
+    # API: 2,000,000 × (1,000 in × $5 + 500 out × $10) / 1M = 2,000,000 × $0.01 = $20,000/month.
+    price = ApiPrice(provider="vendor", model="model", input_per_mtok_usd=5, output_per_mtok_usd=10)
+    api_usd = api_monthly_usd(price, 2_000_000, 1000, 500)
+    assert api_usd == pytest.approx(20_000)
+    gpu = catalog.gpu("L40S").model_copy(update={"street_price_usd": 20_000, "tdp_w": 500})
+    a = CostAssumptions(amortization_months=25, host_share_usd_per_gpu=5_000, power_usd_per_kwh=0.2, pue=1.0,
+                        average_load=1.0, host_power_w_per_gpu=0, operations_usd_per_host_month=500,
+                        engineers=1, engineer_cost_usd_month=10_000)
+    h = hybrid_cost(gpu, 2, gpus_per_host=8, share=0.25, api="vendor/model", api_usd=api_usd,
+                    requests_per_month=2_000_000, replicas=2, gpus_per_replica=1, a=a)
+    # Routed out: 0.25 × $20,000 = $5,000. Kept local: 0.75 × 2,000,000 = 1,500,000 requests.
+    assert h.api_usd == pytest.approx(5_000) and h.local_requests_per_month == 1_500_000
+    # Hardware 2 × ($20,000 + $5,000) = $50,000, ÷ 25 months = $2,000; power 2 × 500 W = 1 kW × 730 h × $0.2
+    # = $146; one server $500; one engineer $10,000: local $12,646; hybrid $5,000 + $12,646 = $17,646.
+    assert h.hardware_usd == 50_000
+    assert h.breakdown == {"hardware_amortized": 2_000, "power": 146, "operations": 500, "team": 10_000}
+    assert h.local_monthly_usd == pytest.approx(12_646) and h.monthly_usd == pytest.approx(17_646)
+    # Against the API alone it saves $20,000 − ($17,646 − $2,000) = $4,354/month once bought: 50,000 / 4,354 = 11.5.
+    assert h.break_even_months == pytest.approx(11.5)
+    assert h.how[-1] == "hybrid = $5,000 + $12,646 = $17,646/month"
+
+
+def test_hybrid_beats_both_only_when_cheaper_than_each():
+    f = figures(own_monthly=10_000, api_monthly=10_500, hybrid_share=0.1, hybrid_api_monthly=1_050,
+                hybrid_monthly=9_550, hybrid_replicas=3, hybrid_break_even_months=7.0)
+    v = decide(f)
+    assert v.kind == "hybrid_cheapest"
+    assert v.line.startswith("hybrid cheapest: 10% of requests to vendor/model $1,050 + 3 owned replicas for the rest "
+                             "$8,500 = $9,550/month, vs $10,000 to own everything and $10,500 on the API alone")
+    assert "pays back in 7 months against the API alone" in v.line
+
+
+def test_hybrid_between_the_two_keeps_the_verdict_and_says_where_it_lies():
+    # Owning $10,000 < hybrid $20,000 < API $34,000: self-host still pays back; the line places the hybrid.
+    v = decide(figures(hybrid_share=0.3, hybrid_api_monthly=10_200, hybrid_monthly=20_000, hybrid_replicas=1))
+    assert v.kind == "self_host_pays_back" and v.break_even_months == pytest.approx(4.0)
+    assert v.line.endswith("hybrid (30% routed out) $20,000/month: $10,000 more than owning everything, "
+                           "$14,000 less than the API alone")
+    # Prototype scale and data that must stay: the hybrid does not enter the verdict.
+    assert "hybrid" not in decide(figures(api_monthly=40, own_monthly=600, hybrid_share=0.3, hybrid_monthly=612)).line
+
+
+def test_hybrid_local_share_is_sized_by_the_capacity_path():
+    """The local part is exactly what a plan for (1 − share) of the volume on the same layout costs."""
+    kw = dict(model="meta-llama/Llama-3.1-8B-Instruct", gpus=["L40S"], tp=1, quant="fp8", input_tokens=1000,
+              output_tokens=300, api="openai/gpt-5-mini", assumptions=CostAssumptions(engineers=1))
+    full = _plan(requests_per_month=20_000_000, **kw)
+    hybrid = _plan(requests_per_month=20_000_000, routed_out=0.2, **kw)
+    local = _plan(requests_per_month=16_000_000, **kw)
+    h = hybrid.cost.hybrid
+    assert full.cost.hybrid is None and hybrid.replicas == full.replicas  # plan.yml stays sized for the full load
+    assert h.replicas == local.replicas < full.replicas
+    assert (h.gpus_bought, h.hardware_usd) == (local.cost.gpus_bought, local.cost.hardware_usd)
+    assert h.local_monthly_usd == pytest.approx(local.cost.monthly_usd)
+    assert h.api_usd == pytest.approx(0.2 * full.cost.api_monthly_usd)
+    assert h.monthly_usd == pytest.approx(h.api_usd + h.local_monthly_usd, abs=0.01)
+    assert "hybrid (20% routed out)" in hybrid.cost.verdict
+
+
+def test_no_share_routed_out_is_no_hybrid():
+    best = _plan(model="meta-llama/Llama-3.1-8B-Instruct", gpus=["L40S"], requests_per_month=5_000_000, routed_out=0)
+    assert best.cost.hybrid is None and "hybrid" not in best.cost.verdict
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--routed-out", "1", "--requests-per-month", "1000000"], "from 0 up to"),
+    (["--routed-out", "-0.1", "--requests-per-month", "1000000"], "from 0 up to"),
+    (["--routed-out", "nan", "--requests-per-month", "1000000"], "from 0 up to"),
+    (["--routed-out", "0.3", "--requests-per-month", "1000000", "--data-must-stay-in-network"],
+     "--data-must-stay-in-network forbids"),
+    (["--routed-out", "0.3"], "needs a volume"),
+])
+def test_cli_refuses_a_bad_share(args, needle):
+    res = _cli("plan", "meta-llama/Llama-3.1-8B-Instruct", "--no-write", *args)
+    assert res.exit_code != 0
+    assert isinstance(res.exception, PlanError) and needle in res.exception.message
+    assert "--routed-out" in res.exception.message and "\n" not in res.exception.message
+
+
+def test_cli_shows_the_hybrid_beside_own_and_api():
+    import json
+
+    args = ["plan", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "L40S", "--no-write", "--requests-per-month",
+            "20000000", "--routed-out", "0.2", "--api", "openai/gpt-4.1"]
+    res = _cli(*args)
+    assert res.exit_code == 0, res.output
+    assert "hybrid: 20% to the API" in res.output and "Hybrid, the arithmetic:" in res.output
+    assert "local share: replicas = " in res.output
+    doc = json.loads(_cli(*args, "--json").output)
+    h = doc["cost"]["hybrid"]
+    assert h["routed_out"] == 0.2 and h["api_usd"] == pytest.approx(0.2 * doc["cost"]["api_monthly_usd"])
+    assert h["monthly_usd"] == pytest.approx(h["api_usd"] + h["local_monthly_usd"], abs=0.01)
+
+
+def test_bench_prints_the_hybrid_where_traffic_may_go_out(capsys, monkeypatch):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "economics.py"
+    spec = importlib.util.spec_from_file_location("bench_economics", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_economics", bench)  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    assert bench.main(["--case", "C", "--case", "D"]) == 0
+    out = capsys.readouterr().out
+    d = out[out.index("=== Case D"):]
+    assert "hybrid:  20% of requests (the hard ones) to openai/gpt-4.1" in d and "· hybrid = $" in d
+    assert "hybrid" not in out[out.index("=== Case C"):out.index("=== Case D")]  # data must stay: no hybrid

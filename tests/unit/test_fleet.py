@@ -208,3 +208,53 @@ def test_status_fleet_view_counts_healthy_replicas_and_where_traffic_went(tmp_pa
     assert st.is_fleet(bundle.path)
     plain, _ = _render(tmp_path / "plain", "ansible_user: deploy\n")
     assert not st.is_fleet(plain.path)
+
+
+# ---------------------------------------------------------------- `selfhost rotate-keys`: one key set, every host
+
+def test_ops_bundle_carries_the_same_fleet_value_as_the_plan_bundle(tmp_path):
+    """rotate-keys runs the plan-less ops bundle: the gateway role finds the fleet there (first host, members)."""
+    from toolkit.operate.releases import ops_bundle
+
+    bundle, _ = _render(tmp_path)
+    site = load_site(tmp_path / "site")
+    ops = load_vars((ops_bundle(site, tmp_path / "ops") / "env" / "extravars").read_text())
+    plan = load_vars((bundle.path / "env" / "extravars").read_text())
+    assert ops["selfhost_fleet"] == plan["selfhost_fleet"] and ops["selfhost_fleet"]["first_host"] == "gpu-01"
+    plain = load_site(_site(tmp_path / "plain", HOSTS, "ansible_user: deploy\n"))
+    assert "selfhost_fleet" not in load_vars((ops_bundle(plain, tmp_path / "ops2") / "env" / "extravars").read_text())
+
+
+def _rotate_cli(monkeypatch, tmp_path, *args):
+    import typer
+    from typer.testing import CliRunner
+
+    from toolkit.commands import rotate_keys
+    from toolkit.deploy import runner
+
+    site = load_site(_site(tmp_path, HOSTS, FLEET))
+    infos = {h: {"tiny": {"current": {"release": "r1"}}} for h in HOSTS}
+    monkeypatch.setattr(runner, "run", lambda *a, **kw: (_ for _ in ()).throw(AssertionError("ran a playbook")))
+    monkeypatch.setattr(rotate_keys, "ops_setup", lambda *a, **kw: (site, tmp_path, {"id": "r"}, infos, "tiny"))
+    app = typer.Typer()
+    rotate_keys.register(app)
+    app.command("noop", hidden=True)(lambda: None)
+    return CliRunner().invoke(app, ["rotate-keys", "-i", str(tmp_path), *args])
+
+
+def test_rotate_keys_dry_run_on_a_fleet_shows_every_host_together(monkeypatch, tmp_path):
+    import json
+
+    res = _rotate_cli(monkeypatch, tmp_path, "--grace", "9", "--dry-run", "--json")
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    doc = json.loads(res.output)
+    assert (doc["fleet"], doc["hosts"]) == (True, ["gpu-01", "gpu-02"])
+    add, wait, retire = doc["operations"]
+    assert [add["limit"], wait["wait_s"], retire["limit"]] == [None, 9, None]
+    assert [add["extravars"]["selfhost_rotation_phase"], retire["extravars"]["selfhost_rotation_phase"]] == ["add", "retire"]
+
+
+def test_rotate_keys_refuses_host_on_a_fleet_before_running_anything(monkeypatch, tmp_path):
+    res = _rotate_cli(monkeypatch, tmp_path, "--host", "gpu-02", "--yes")
+    assert isinstance(res.exception, ConfigError), res.output + repr(res.exception)
+    assert "one key set shared by gpu-01, gpu-02" in res.exception.message and "drop --host" in res.exception.fix

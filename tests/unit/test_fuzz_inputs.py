@@ -137,7 +137,7 @@ NUMBERS = st.one_of(
 )
 FLAGS = ["--context", "--budget", "--tokens-per-second", "--monthly-active-users", "--requests-per-month", "--top",
          "--gpu-memory-gib", "--concurrency", "--input-tokens", "--output-tokens", "--max-num-seqs",
-         "--max-num-batched-tokens", "--gpu-memory-utilization", "--cpu-kv-space-gib", "--pp"]
+         "--max-num-batched-tokens", "--gpu-memory-utilization", "--cpu-kv-space-gib", "--pp", "--routed-out"]
 
 
 @settings(max_examples=CLI_EXAMPLES, deadline=None, derandomize=True,

@@ -166,25 +166,11 @@ def test_monitoring_files_in_the_bundle(rendered):
 def test_thresholds_come_from_the_plan():
     plan = CASES["gpu-tp1-llama8b-l40s"]()
     t = monitoring.thresholds(plan)
-    assert t.waiting == plan.vllm.max_num_seqs == 64
-    assert t.itl_p95_s == round(2 / plan.performance.per_user_tokens_per_s, 3) == 0.08
+    assert t.waiting == 64  # the fixture plan's max_num_seqs: a queue as long as a full batch
+    # The fixture plan streams 25 tok/s to a user: a token every 0.04 s; the alert fires at twice that.
+    assert t.itl_p95_s == 0.08
 
 
 def test_no_template_writes_a_machine_read_file():
     for dest, name in template_outputs("gpu").items():
         assert not dest.endswith((".json", ".yml")) or dest.startswith("docker/"), dest
-
-
-def test_bench_site_target(rendered):
-    from toolkit.operate import loadtest
-
-    _, site, _ = rendered
-    s = load_site(site)
-    t = loadtest.site_target(s, "gpu-02", api_key="k")
-    assert (t.url, t.api_key, t.ca_file) == ("https://10.0.0.12:443", "k", str(site / "pki" / "ca.crt"))
-    with pytest.raises(ConfigError) as exc:
-        loadtest.site_target(s, "gpu-09", api_key="k")
-    assert exc.value.message == f"--host gpu-09: not an inference host of {site} (gpu-01, gpu-02)"
-    with pytest.raises(ConfigError) as exc:
-        loadtest.site_target(s, None, api_key=None)
-    assert exc.value.fix == "pass --api-key-file FILE or set SELFHOST_API_KEY"

@@ -45,6 +45,27 @@ def test_rotate_keys_is_add_wait_retire_of_one_rotation():
     assert (retire.fetch_keys, retire.rotation) == (False, None)
 
 
+def test_rotate_keys_of_a_fleet_is_add_wait_retire_on_every_host_together():
+    add, wait, retire = ops.rotate_keys(name="tiny", invocation=WHO, host=None, grace_s=60, rotation="abc",
+                                        fleet=["gpu-01", "gpu-02"])
+    assert isinstance(wait, ops.Wait) and wait.seconds == 60 and "every host of the fleet" in wait.reason
+    for op, phase in ((add, "add"), (retire, "retire")):
+        assert (op.playbook, op.limit, op.command) == ("rotate_keys.yml", None, "rotate-keys"), "no --limit: all hosts"
+        assert op.extravars == {"selfhost_run": WHO, "selfhost_name": "tiny", "selfhost_rotation_id": "abc",
+                                "selfhost_rotation_phase": phase}
+        assert op.title.endswith("on every host of the fleet (gpu-01, gpu-02)")
+    assert (add.fetch_keys, add.rotation, retire.fetch_keys) == (True, "abc", False)
+
+
+def test_rotate_keys_refuses_one_host_of_a_fleet():
+    from toolkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="one key set shared by gpu-01, gpu-02") as err:
+        ops.rotate_keys(name="tiny", invocation=WHO, host="gpu-02", grace_s=0, rotation="abc",
+                        fleet=["gpu-01", "gpu-02"])
+    assert "drop --host" in err.value.fix
+
+
 def test_unlock_deploy_upgrade_and_check():
     op = ops.unlock(name="tiny", invocation=WHO, host="gpu-01")
     assert (op.playbook, op.limit, op.extravars) == ("unlock.yml", "gpu-01", {"selfhost_run": WHO, "selfhost_name": "tiny"})

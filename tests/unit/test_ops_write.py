@@ -181,7 +181,8 @@ def test_exactly_one_docker_container_task_runs_the_server():
     server = [(rel, t) for rel, t in tasks if "_selfhost_vllm_spec" in str(t)]
     assert [rel for rel, _ in server] == ["roles/selfhost_vllm/tasks/container.yml"]
     others = [rel for rel, t in tasks if (rel, t) not in server]
-    assert others == ["destroy.yml", "roles/selfhost_gateway/tasks/main.yml"], others  # removal; the gateway
+    assert others == ["destroy.yml", "roles/selfhost_gateway/tasks/main.yml",  # removal; the gateway
+                      "roles/selfhost_router/tasks/main.yml"], others  # the hybrid router (site router/policy.yaml)
     (_, task), = server
     spec_fields = set(ServerSpec.model_fields)
     used = set(re.findall(r"_selfhost_vllm_spec\.(\w+)", str(task)))
@@ -194,12 +195,14 @@ def test_exactly_one_docker_container_task_runs_the_server():
                         r"|health_start_period_s)\b|selfhost_health_(interval|timeout|retries)_s")
     users = sorted({p.relative_to(roles.parent).as_posix() for p in (ROOT / "playbooks").rglob("*.yml")
                     if pieces.search(p.read_text())} - {"roles/selfhost_gateway/defaults/main.yml",
-                                                         "roles/selfhost_preflight/defaults/main.yml"})
+                                                         "roles/selfhost_preflight/defaults/main.yml",
+                                                         "roles/selfhost_router/defaults/main.yml"})
     assert users == [], users
-    # One health wait, shared.
+    # One health wait for the server, shared (the router, a container of its own, waits for itself).
     waits = [p for p in (ROOT / "playbooks").rglob("*.yml") if "State.Health.Status" in p.read_text()
              and "until:" in p.read_text()]
-    assert [p.relative_to(roles).as_posix() for p in waits] == ["selfhost_vllm/tasks/healthy.yml"]
+    assert sorted(p.relative_to(roles).as_posix() for p in waits) == ["selfhost_router/tasks/main.yml",
+                                                                      "selfhost_vllm/tasks/healthy.yml"]
 
 
 def test_the_release_record_is_the_server_spec_plus_ids():

@@ -62,12 +62,28 @@ def test_missing_log_and_no_source_are_refused(tmp_path):
     assert _invoke().exit_code == 1
 
 
+ROUTER_LIGHT = {"router.audit", "router.policy"}  # stdlib / pydantic + YAML only: the toolkit's own dependencies
+
+
 def test_toolkit_imports_only_router_audit():
+    """...and router.policy (render validates a site's policy with the router's own schema)."""
     bad = []
     for f in (ROOT / "toolkit").rglob("*.py"):
         for node in ast.walk(ast.parse(f.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
             bad += [f"{f.relative_to(ROOT)}: {n}" for n in names
-                    if (n == "router" or n.startswith("router.")) and n != "router.audit"]
+                    if (n == "router" or n.startswith("router.")) and n not in ROUTER_LIGHT]
     assert not bad
+
+
+def test_the_router_modules_the_toolkit_imports_need_no_router_extra():
+    allowed = {"pydantic", "yaml"}
+    for mod in ROUTER_LIGHT:
+        tree = ast.parse((ROOT / (mod.replace(".", "/") + ".py")).read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for n in names:
+                top = n.split(".")[0]
+                assert top in allowed or top == "__future__" or top in __import__("sys").stdlib_module_names, (mod, n)

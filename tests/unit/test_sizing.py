@@ -40,9 +40,10 @@ def test_sliding_window_is_bounded_per_request():
     spec = catalog.model("openai/gpt-oss-120b")
     short = kv.request_bytes(spec, 4096, tp=1, pp=1, b_kv=2, batched_tokens=2048, block=16)
     long = kv.request_bytes(spec, 131072, tp=1, pp=1, b_kv=2, batched_tokens=2048, block=16)
-    per_full_layer_token = kv.bytes_per_token_layer(spec, 1, 2)
-    # Growing the context only grows the full-attention layers.
-    assert long - short == pytest.approx(18 * (131072 - 4096) * per_full_layer_token, rel=0.001)
+    # Growing the context only grows the full-attention layers. By hand (config.json): 36 layers, every
+    # second one full (18); per layer and token K + V = 2 × 8 KV heads × 64 head_dim × 2 bytes = 2,048 B.
+    # 18 × (131,072 − 4,096) × 2,048 B = 4,681,826,304 B (4.36 GiB); the 18 sliding layers add nothing.
+    assert long - short == pytest.approx(4_681_826_304, rel=0.001)
 
 
 @pytest.mark.parametrize("case", CASES["kv_tp_replication"], ids=lambda c: f"{c['model']}-tp{c['tp']}")
@@ -51,11 +52,14 @@ def test_kv_heads_replicated_when_tp_exceeds_kv_heads(case):
 
 
 def test_mla_kv_is_not_divided_by_tp():
+    # MLA caches one latent per token and layer: (kv_lora_rank 512 + rope dim 64) × 2 bytes = 1,152 B,
+    # the same on every rank (there are no KV heads to split).
     spec = catalog.model("deepseek-ai/DeepSeek-V3")
     assert kv.bytes_per_token_layer(spec, 8, 2) == kv.bytes_per_token_layer(spec, 1, 2) == 1152
 
 
 def test_fp8_kv_halves_bytes():
+    # 2 (K, V) × 32 layers × 8 KV heads × 128 head_dim × 1 byte = 65,536 B = 64 KiB (bf16: 128 KiB).
     spec = catalog.model("meta-llama/Llama-3.1-8B-Instruct")
     assert kv.bytes_per_token(spec, tp=1, pp=1, b_kv=kv.kv_dtype_bytes("fp8")) == 64 * 1024
 
@@ -68,9 +72,10 @@ def test_expert_coverage(case):
 @pytest.mark.parametrize("case", CASES["decode_single_stream"], ids=lambda c: f"{c['quant']}-tp{c['tp']}")
 def test_decode_single_stream(case):
     spec, q, gpu = catalog.model(case["model"]), catalog.quant(case["quant"]), catalog.gpu(case["gpu"])
-    speed = throughput.decode_speed(spec, weight_bytes(spec, q), gpu, tp=case["tp"], pp=1, batch=1, context=1,
-                                    kv_bytes_per_token=0)
-    assert speed.tokens_per_s == pytest.approx(case["tok_s"], rel=case["tol"])
+    # One user, a one-token prompt, no KV read: the serving model's 1/TPOT is the bare decode step.
+    speed = throughput.serving_speed(spec, weight_bytes(spec, q), gpu, q, tp=case["tp"], pp=1, concurrency=1,
+                                     input_tokens=1, output_tokens=1, kv_bytes_per_token=0)
+    assert speed.per_user_tokens_per_s == pytest.approx(case["tok_s"], rel=case["tol"])
 
 
 def test_catalog_geometry_matches_published_parameter_counts():

@@ -59,11 +59,15 @@ def test_weight_format_kernels_by_generation():
     assert throughput.kernel_family(catalog.gpu("B200"), catalog.quant("mxfp4")) == "fp4"
 
 
-def test_decode_speed_still_works_for_planner():
+def test_serving_speed_at_a_batch_on_gpu_and_cpu():
     spec, wb, gpu, q, kw = _setup("qwen3-8b")
-    s = throughput.decode_speed(spec, wb, gpu, batch=4, context=1000, **kw)
-    assert s.batch == 4 and s.tokens_per_s == pytest.approx(4 * s.per_user_tokens_per_s)
-    assert throughput.decode_speed(spec, wb, None, batch=1, context=1000, **kw).per_user_tokens_per_s > 0
+    s = throughput.serving_speed(spec, wb, gpu, q, concurrency=4, input_tokens=500, output_tokens=300, **kw)
+    # A user streams at 1/TPOT; the replica's output rate is below batch × that (each request also waits its TTFT).
+    assert s.batch == 4 and s.per_user_tokens_per_s == pytest.approx(1 / s.tpot_s)
+    assert s.tokens_per_s == pytest.approx(s.requests_per_s * 300)
+    assert s.tokens_per_s < 4 * s.per_user_tokens_per_s
+    cpu = throughput.serving_speed(spec, wb, None, q, concurrency=1, input_tokens=500, output_tokens=300, **kw)
+    assert 0 < cpu.per_user_tokens_per_s < s.per_user_tokens_per_s
     assert throughput.assumptions(gpu, 1000, q)
 
 

@@ -109,6 +109,11 @@ def plan_summary(report, *, written=None) -> None:
             volume = f"{cost.requests_per_month:,.0f} requests/month" if cost.requests_per_month else "no volume given"
             api_cost = f"{cost.api_monthly_usd:,.0f}" if cost.api_monthly_usd is not None else "—"
             rows.append([f"API {cost.api}", api_cost, f"{volume} (input + output tokens)"])
+        h = cost.hybrid
+        if h is not None:
+            rows.append([f"hybrid: {h.routed_out * 100:g}% to the API", f"{h.monthly_usd:,.0f}",
+                         f"API ${h.api_usd:,.0f} + own ${h.local_monthly_usd:,.0f} ({h.replicas} replica"
+                         f"{'s' if h.replicas != 1 else ''}, {h.gpus_bought} GPUs for {h.local_requests_per_month:,.0f} requests/month)"])
         table("Monthly cost, side by side (USD)", ["option", "$/month", "what"], rows)
         if cost.purchase_note:
             line(f"  · {cost.purchase_note}")
@@ -116,6 +121,10 @@ def plan_summary(report, *, written=None) -> None:
             line(f"  · API compared: {cost.api} — {cost.api_reason or 'given'}; prices as of {cost.api_prices_as_of or 'unknown'}")
         for a in cost.assumptions:
             line(f"  · assumed: {a}", style="dim")
+        if h is not None:
+            line("Hybrid, the arithmetic:")
+            for step in h.how:
+                line(f"  · {step}")
         if cost.verdict:
             line(f"Verdict: {cost.verdict}", style="bold")
     line(f"Quantization {r.quantization}: {r.quantization_quality}")

@@ -14,6 +14,7 @@ EXAMPLES = [
     "selfhost plan llama-3.1-70b --context 32768 --concurrency 50",
     "selfhost plan Qwen/Qwen2.5-72B-Instruct-AWQ --gpu L40S --requests-per-month 2000000",
     "selfhost plan llama-3-70b --requests-per-month 10000000 --input-tokens 500 --output-tokens 1000 --engineers 1",
+    "selfhost plan llama-3-70b --requests-per-month 10000000 --routed-out 0.3 --api anthropic/claude-sonnet-4-5",
     "selfhost plan llama-3.1-8b --gpu H100 --tp 1 --max-model-len 16000 --json",
     "selfhost plan ./models/my-model --device cpu --context 4096",
 ]
@@ -46,6 +47,7 @@ def plan(
     api: Annotated[Optional[str], typer.Option("--api", help="Closed API to compare against (see the price list).")] = None,
     api_prices: Annotated[Optional[Path], typer.Option("--api-prices", help="YAML price list overriding the built-in one.")] = None,
     data_must_stay_in_network: Annotated[bool, typer.Option("--data-must-stay-in-network", help="The data may not leave your network: the API is not an option.")] = False,
+    routed_out: Annotated[Float, typer.Option("--routed-out", help="Hybrid: share of requests (0 ≤ share < 1) the router may send to the closed API (--api); the rest is sized and costed on your hardware, shown beside own-only and API-only.")] = None,
     assumptions: Annotated[Optional[Path], typer.Option("--assumptions", help="YAML file of cost assumptions (keys as in --json cost.assumptions; flags override it).")] = None,
     amortization_months: Annotated[Float, typer.Option("--amortization-months", help="Months the hardware is written off over (default 36).")] = None,
     power_price: Annotated[Float, typer.Option("--power-price", help="Electricity, USD per kWh (default 0.15).")] = None,
@@ -104,7 +106,7 @@ def plan(
     req = planner.PlanRequest(
         model=model, quant=quant, context=context, concurrency=concurrency, tokens_per_second=tokens_per_second,
         ttft_p95_s=ttft_p95, requests_per_second=requests_per_second,
-        data_must_stay_in_network=data_must_stay_in_network, assumptions=cost_assumptions,
+        data_must_stay_in_network=data_must_stay_in_network, routed_out=routed_out, assumptions=cost_assumptions,
         gpus=gpu or [], gpu_memory_gib=gpu_memory_gib, budget_usd=budget, requests_per_month=requests_per_month,
         input_tokens=input_tokens, output_tokens=output_tokens, commercial=commercial,
         monthly_active_users=monthly_active_users, device=device, cpu_memory_gib=cpu_memory_gib,

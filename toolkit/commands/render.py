@@ -31,6 +31,7 @@ def render(plan: PlanArg, inventory: InventoryOpt, out: OutOpt = None, weights: 
     from toolkit.errors import ConfigError
     from toolkit.plan.model import Plan
     from toolkit.render.bundle import render as do_render
+    from toolkit.render import multinode
     from toolkit.render.site import load_site
 
     if target not in ("ansible", "kubernetes"):
@@ -56,6 +57,8 @@ def render(plan: PlanArg, inventory: InventoryOpt, out: OutOpt = None, weights: 
         if not name.startswith("project/"):  # the playbook copy is the same every time
             output.line(f"  {name}")
     output.line("  project/  (playbooks)")
+    for line in multinode.preview(bundle.vars.selfhost_multinode):  # which hosts form each replica
+        output.line(line)
     output.line(f"next: review {bundle.path}/files/, then `{deploy_command(plan, inventory, weights, out)}`")
 
 

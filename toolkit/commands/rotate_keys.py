@@ -25,30 +25,34 @@ def rotate_keys(inventory: InventoryOpt, host: HostOpt = None, name: NameOpt = N
 
     Adds a fresh key per host beside the old ones (nginx reloads gracefully: no request fails), shows
     it once, waits --grace seconds for clients to switch, then removes the old keys and reloads again.
+    A fleet (site `selfhost_fleet: true`) has one key set: each step runs on every host together, and
+    --host is refused.
     """
     from toolkit.commands import output
-    from toolkit.errors import ConfigError
     from toolkit.operate import operations, releases
+    from toolkit.render.bundle import fleet_vars
 
     site, bundle, invocation, infos, dep = ops_setup(inventory, name, host, command_line())
-    if site is not None and site.settings.selfhost_fleet:
-        # The day-2 ops bundle carries no plan vars, so the fleet's one key set cannot be rotated from it yet:
-        # refuse rather than give each host a key of its own.
-        raise ConfigError(f"{inventory}: rotate-keys does not handle a fleet (selfhost_fleet: true) yet",
-                          fix="rotate by re-deploying: delete api-keys.conf on the first host, then "
-                              "`selfhost deploy PLAN -i SITE` creates and installs one new key set")
-    hosts = list(infos)
-    if not json:
-        output.line(f"rotate the API keys of {dep} on {', '.join(hosts)}; old keys keep working for {grace}s")
+    # A fleet (site `selfhost_fleet: true`) shares one key set: it rotates on every host together (the ops
+    # bundle carries the same fleet value, so the gateway role rotates on the first host and copies).
+    fv = fleet_vars(site) if site is not None else None
+    fleet = [m.name for m in fv.members] if fv else None
+    hosts = fleet or list(infos)
     rotation = uuid.uuid4().hex[:12]
     add, wait, retire = operations.rotate_keys(name=dep, invocation=invocation, host=host, grace_s=grace,
-                                               rotation=rotation)
+                                               rotation=rotation, fleet=fleet)
+    if not json:
+        what = "the fleet's one key set" if fleet else "the API keys"
+        output.line(f"rotate {what} of {dep} on {', '.join(hosts)}; old keys keep working for {grace}s")
     if dry_run:
-        return dry_run_done(output, json, {"deployment": dep, "hosts": hosts, "grace_s": grace}, [add, wait, retire])
+        return dry_run_done(output, json, {"deployment": dep, "hosts": hosts, "grace_s": grace, "fleet": bool(fleet)},
+                            [add, wait, retire])
     confirm(output, f"Rotate the API keys on {len(hosts)} host(s)?", yes=yes, what="rotate keys",
             fix="pass --yes to rotate non-interactively")
     done = execute(output, add, bundle, hosts, json)
     added, keys = done.result, done.keys
+    if fleet and keys:  # fetched from the first host; the same key works on every host of the fleet
+        keys = dict.fromkeys(fleet, next(iter(keys.values())))
     report: dict = {"deployment": dep, "rotation": rotation, "add": added.to_dict()}
     if not added.ok:
         releases.append_audit(bundle, added, invocation=invocation, plan_digest=None, name=dep)

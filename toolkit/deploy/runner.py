@@ -25,7 +25,10 @@ from typing import Callable, Iterator
 from toolkit.errors import EXIT_CANCELED, DeployError, DeployTimeout, LockedError, check_bundle
 
 PLAYBOOK = "site.yml"
-FORKS = 10
+# Hosts are deployed in parallel: Ansible starts min(forks, hosts in the batch) workers, so a high
+# ceiling costs a small fleet nothing and keeps a re-deploy's time flat as hosts are added (with 10,
+# an eleventh host doubles every task's time). Check-mode runs get it too (they used Ansible's 5).
+FORKS = 50
 # Steps of site.yml, by role, in order: the progress view's columns.
 STEPS = ["preflight", "runtime", "images", "weights", "vllm", "gateway", "verify"]
 _EVENT_STATUS = {
@@ -38,11 +41,12 @@ _EVENT_STATUS = {
 }
 _SECRET_HINTS = ("BEGIN PRIVATE KEY", "BEGIN EC PRIVATE KEY", "Bearer ")
 ARTIFACTS_KEEP = 20
+FACT_CACHE_S = 600  # how long gathered facts are reused by the next run of the same bundle
 # The selfhost command each playbook serves: failures name it (not always `deploy`).
 COMMANDS = {"site.yml": "deploy", "check.yml": "deploy --check", "rollback.yml": "rollback",
             "destroy.yml": "destroy", "unlock.yml": "unlock", "rotate_keys.yml": "rotate-keys",
             "doctor.yml": "doctor", "status.yml": "status", "logs.yml": "logs", "releases.yml": "releases",
-            "audit.yml": "audit"}
+            "audit.yml": "audit", "bench.yml": "bench"}
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -216,6 +220,19 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def fact_cache_env(bundle_dir: Path) -> dict[str, str]:
+    """Ansible settings that keep gathered facts beside the bundle's artifacts for FACT_CACHE_S (in a
+    sibling folder: ansible-runner's rotation deletes whatever is oldest inside the artifacts folder).
+
+    A play without `gather_facts` (site.yml) then gathers only for hosts with no fresh entry
+    (`smart`): `selfhost deploy` runs a check-mode preview and then the deploy, and users re-run it
+    to check for drift; what site.yml reads (OS, Python, service manager, default route) does not
+    change in minutes. Playbooks that say `gather_facts: true` still gather every time."""
+    return {"ANSIBLE_GATHERING": "smart", "ANSIBLE_CACHE_PLUGIN": "ansible.builtin.jsonfile",
+            "ANSIBLE_CACHE_PLUGIN_CONNECTION": f"{artifacts_dir(bundle_dir)}.facts",
+            "ANSIBLE_CACHE_PLUGIN_TIMEOUT": str(FACT_CACHE_S)}
+
+
 def invocation(command: str, site: str | None = None) -> dict:
     """Who runs this (the host lock's owner record, `selfhost_run`): id, user@host, pid, command, since, site."""
     import getpass
@@ -249,17 +266,19 @@ def run(bundle_dir: Path, *, check: bool = False, limit: str | None = None,
     bundle_dir = Path(bundle_dir).absolute()
     check_bundle(bundle_dir, (f"project/{playbook}", "env/extravars"))
     venv_bin = str(Path(sys.executable).parent)  # ansible-playbook lives beside this Python
-    envvars = {"PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
+    envvars = {"PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""), **fact_cache_env(bundle_dir)}
     # selfhost_run: who runs this (host lock owner, audit); a CLI command passes its own.
     extravars = {"selfhost_run": invocation(f"ansible-playbook {playbook}"), **(extravars or {})}
     if key_fetch_dir is not None:
         extravars["selfhost_gateway_key_fetch_dir"] = str(Path(key_fetch_dir).absolute())
     # Always explicit: ansible-runner would otherwise fall back to a stale env/cmdline file.
-    cmdline = "--check" if check else f"--forks {FORKS}"
+    cmdline = f"--forks {FORKS}" + (" --check" if check else "")
     result = DeployResult(status="unknown", rc=-1, check=check,
                           command=command or COMMANDS.get(playbook, playbook.removesuffix(".yml")))
     artifact_root = artifacts_dir(bundle_dir)
     artifact_root.mkdir(parents=True, exist_ok=True)
+    # Facts hold the hosts' environment: private, like each run's own folder.
+    Path(envvars["ANSIBLE_CACHE_PLUGIN_CONNECTION"]).mkdir(mode=0o700, exist_ok=True)
     # Run-time vars hold what a user typed (--since, --to, --name, the command line): passed as a file
     # whose strings are all `!unsafe`, never as JSON on the command line, so Ansible evaluates no Jinja in them.
     from toolkit.render.bundle import unsafe_yaml
@@ -279,6 +298,9 @@ def run(bundle_dir: Path, *, check: bool = False, limit: str | None = None,
             quiet=True,
             suppress_env_files=True,  # never write our run-time options (or the key dir) into the bundle
             artifact_dir=str(artifact_root),
+            # Not "jsonfile": ansible-runner would point the fact cache at this run's own (new) folder,
+            # overriding fact_cache_env()'s, which outlives the run.
+            fact_cache_type="selfhost",
             rotate_artifacts=ARTIFACTS_KEEP,
             timeout=timeout_s,
             ident=f"{time.strftime('%Y%m%dT%H%M%S')}-{'check' if check else 'deploy'}",

@@ -2,7 +2,9 @@
 
 Each builder is pure: it takes what the command decided (deployment name, hosts, targets, who runs
 it) and returns an `Operation` — the playbook, the Ansible limit, the run-time extra-vars, the
-progress view's steps — or, for `rotate-keys`, a list of steps with a `Wait` between two runs.
+progress view's steps — or, for `rotate-keys`, a list of steps with a `Wait` between two runs. An
+operation whose playbook reports a variable (`bench`: the benchmark client's result) names it in
+`report`, and `execute` returns each host's value.
 `selfhost <command> --dry-run` prints these values; `execute` is the one place that runs one (through `execute` here, which `toolkit.commands.lifecycle.execute` wraps with the
 live progress view). Unit tests compare them (tests/unit/test_operations.py). Nothing here prints;
 only `execute` touches hosts.
@@ -15,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Union
 
-from toolkit.deploy import runner
+from toolkit.deploy import readout, runner
+from toolkit.errors import ConfigError
 
 # selfhost upgrade: one host at a time, stop at the first failure, roll that host back.
 ROLLOUT_VARS = {
@@ -47,6 +50,8 @@ class Operation:
     """Fetch the gateway's API-key files into a private folder that is read, then deleted."""
     rotation: str | None = None
     """With fetch_keys: read only the key of this rotation (rotate-keys), not every key."""
+    report: str | None = None
+    """The variable the playbook's last task reports per host (`debug: var=…`); `execute` returns its values."""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -92,9 +97,11 @@ def deploy_preview(*, limit: str | None, invocation: dict) -> Operation:
                      limit=limit, extravars=_base(invocation), check=True)
 
 
-def deploy(*, limit: str | None, invocation: dict) -> Operation:
+def deploy(*, limit: str | None, invocation: dict, verify_weights: bool = False) -> Operation:
+    """verify_weights: re-hash every weight file (a normal run hashes only files whose stat changed)."""
+    extra = {"selfhost_weights_verify_full": True} if verify_weights else {}
     return Operation(command="deploy", playbook=runner.PLAYBOOK, title="deploy", steps=tuple(runner.STEPS),
-                     limit=limit, extravars=_base(invocation), fetch_keys=True)
+                     limit=limit, extravars={**_base(invocation), **extra}, fetch_keys=True)
 
 
 def upgrade(*, invocation: dict) -> Operation:
@@ -125,17 +132,40 @@ def unlock(*, name: str, invocation: dict, host: str) -> Operation:
                      extravars=_base(invocation, name))
 
 
-def rotate_keys(*, name: str, invocation: dict, host: str | None, grace_s: int, rotation: str) -> list[Step]:
-    """Add a new key beside the old ones (shown once), wait `grace_s`, then retire the old ones."""
+def rotate_keys(*, name: str, invocation: dict, host: str | None, grace_s: int, rotation: str,
+                fleet: list[str] | None = None) -> list[Step]:
+    """Add a new key beside the old ones (shown once), wait `grace_s`, then retire the old ones.
+
+    `fleet`: the hosts of a fleet (site `selfhost_fleet: true`), which share one key set. Each phase then runs
+    on every host at once: the first host changes the file, every host installs the same bytes and reloads
+    before the phase ends, so the new key works everywhere before anyone has it, and the old one works
+    everywhere until the retire phase. One host alone cannot be rotated: its key is every host's key.
+    """
+    if fleet and host is not None:
+        raise ConfigError(f"rotate-keys --host {host}: {name} is a fleet with one key set shared by "
+                          f"{', '.join(fleet)}; rotating it on one host would break the others",
+                          fix="drop --host: the fleet's keys rotate on every host together")
     extra = {**_base(invocation, name), "selfhost_rotation_id": rotation}
+    where = f" on every host of the fleet ({', '.join(fleet)})" if fleet else ""
 
     def phase(which: str, title: str, **kw) -> Operation:
-        return Operation(command="rotate-keys", playbook="rotate_keys.yml", title=title, steps=("lock", "gateway"),
-                         limit=host, extravars={**extra, "selfhost_rotation_phase": which}, **kw)
+        return Operation(command="rotate-keys", playbook="rotate_keys.yml", title=title + where,
+                         steps=("lock", "gateway"), limit=None if fleet else host,
+                         extravars={**extra, "selfhost_rotation_phase": which}, **kw)
 
     return [phase("add", "rotate keys: add", fetch_keys=True, rotation=rotation),
-            Wait(grace_s, "old keys keep working while clients switch to the new ones"),
+            Wait(grace_s, "old and new key both work on every host of the fleet while clients switch" if fleet
+                 else "old keys keep working while clients switch to the new ones"),
             phase("retire", "rotate keys: retire old")]
+
+
+def bench(*, host: str, argv: list[str], result_dir: str, result_file: str) -> Operation:
+    """Run the benchmark client (`docker run` decided by `toolkit.operate.bench.client_argv`) on one host
+    and report its JSON result from `result_dir` (bench.yml); nothing stays on the host."""
+    return Operation(command="bench", playbook="bench.yml", title="bench", steps=("bench",), limit=host,
+                     extravars={"selfhost_bench_argv": argv, "selfhost_bench_dir": result_dir,
+                                "selfhost_bench_file": result_file},
+                     report="_selfhost_bench")
 
 
 def audit(*, records: dict[str, dict], invocation: dict, name: str | None) -> Operation:
@@ -152,6 +182,8 @@ class Executed:
     """The run: status, per-host stats, failed tasks."""
     keys: dict[str, str] = field(default_factory=dict)
     """host → API key fetched by the run (fetch_keys operations only); shown once, stored nowhere here."""
+    reports: dict[str, Any] = field(default_factory=dict)
+    """host → the value of the operation's `report` variable (hosts that got that far)."""
 
 
 def execute(bundle: Path, op: Operation, *, on_event: Callable[[runner.TaskEvent], None] | None = None) -> Executed:
@@ -159,13 +191,21 @@ def execute(bundle: Path, op: Operation, *, on_event: Callable[[runner.TaskEvent
 
     Keys the run fetches land in a private scratch folder that is read and deleted before this returns.
     """
+    reports: dict[str, Any] = {}
+
+    def on_raw(event: dict) -> None:
+        data = event.get("event_data") or {}
+        res = data.get("res") or {}
+        if event.get("event") == "runner_on_ok" and op.report in res and res[op.report] != readout.UNDEFINED:
+            reports[data.get("host") or "?"] = res[op.report]
+
     kw = dict(check=op.check, limit=op.limit, playbook=op.playbook, extravars=op.extravars, command=op.command,
-              on_event=on_event)
+              on_event=on_event, on_raw_event=on_raw if op.report else None)
     if not op.fetch_keys:
-        return Executed(runner.run(bundle, **kw))
+        return Executed(runner.run(bundle, **kw), reports=reports)
     with runner.scratch_dir("selfhost-keys-") as key_dir:
         result = runner.run(bundle, key_fetch_dir=key_dir, **kw)
-        return Executed(result, read_keys(key_dir, op.rotation))
+        return Executed(result, read_keys(key_dir, op.rotation), reports)
 
 
 _KEY_RE = re.compile(r'"Bearer ([0-9A-Za-z._~+/-]{16,})"\s+1;(?:\s*# rotation=(\S+))?')

@@ -169,15 +169,21 @@ def append_audit(bundle: Path, result: runner.DeployResult, *, invocation: dict,
 # ---------------------------------------------------------------- bundles and reads
 
 def ops_bundle(site: Site, out: Path) -> Path:
-    """A bundle with no plan: the packaged playbooks, the site inventory and site-level vars only."""
+    """A bundle with no plan: the packaged playbooks, the site inventory and site-level vars only.
+
+    Site-level includes the fleet (`selfhost_fleet`, the same value `render` puts in a plan bundle): a
+    fleet's one key set is rotated on its first host and copied to every host, which the gateway role
+    can only do when it knows the fleet."""
     from toolkit.render import bundle as r
 
     r._refuse_secrets(site)
     s = site.settings
-    extravars = {"selfhost_verify_egress_probe": s.selfhost_verify_egress_probe}
+    fleet = r.fleet_vars(site)
+    extravars = {"selfhost_verify_egress_probe": s.selfhost_verify_egress_probe,
+                 **({"selfhost_fleet": fleet.model_dump(mode="json")} if fleet else {})}
     contents = {
         "inventory/hosts.yml": r.HEADER + r._yaml(r._inventory(site)),
-        "env/extravars": r.HEADER + r._yaml(extravars),
+        "env/extravars": r.HEADER + r.unsafe_yaml(extravars),
         "env/settings": r._yaml({"suppress_ansible_output": False}),
         "env/envvars": r._yaml(r._envvars(site)),
         r.LOCK: "# An ops bundle (no plan): day-2 commands that act on what the hosts keep.\n"

@@ -192,7 +192,7 @@ def size(w: Workload, speed_at: SpeedAt, *, kv_capacity_tokens: float | None, ma
                          batch / latency, limited, how, problems, s)
 
 
-# ---------------------------------------------------------------- the decode-only seam
+# ---------------------------------------------------------------- the speed seam
 
 
 @dataclass(frozen=True)

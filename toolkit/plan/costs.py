@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import ConfigDict, Field, ValidationError
 
 from toolkit.errors import ConfigError, PlanError
-from toolkit.plan.model import Cost
+from toolkit.plan.model import Cost, HybridCost
 from toolkit.catalog.spec import ApiPrice, GpuSpec, Strict, validation_error
 
 HOURS_PER_MONTH = 730
@@ -119,6 +119,51 @@ def _owning(gpu: GpuSpec, gpus: int, gpus_per_host: int, a: CostAssumptions) -> 
     }
 
 
+def hybrid_cost(
+    gpu: GpuSpec,
+    gpus: int,
+    *,
+    gpus_per_host: int,
+    share: float,
+    api: str,
+    api_usd: float,
+    requests_per_month: float,
+    replicas: int,
+    gpus_per_replica: int,
+    a: CostAssumptions = CostAssumptions(),
+    sizing_how: list[str] | tuple[str, ...] = (),
+) -> HybridCost:
+    """`share` of the requests on the API, the rest on `gpus` GPUs sized for (1 − share) of the load.
+
+    API prices are per token, so the routed share costs share × the API's bill at the full volume. The
+    local part is owned like the self-host-only layout (amortized hardware, power, operations) and keeps the
+    whole team: the router does not make the servers run themselves."""
+    hardware, parts = _owning(gpu, gpus, gpus_per_host, a)
+    parts["team"] = a.engineers * a.engineer_cost_usd_month
+    local = sum(parts.values())
+    out = share * api_usd
+    total = out + local
+    running = total - parts["hardware_amortized"]
+    months = hardware / (api_usd - running) if total < api_usd else None
+    local_requests = (1 - share) * requests_per_month
+    pct = f"{share * 100:g}%"
+    how = [
+        f"routed out: {pct} × ${api_usd:,.0f}/month on {api} = ${out:,.0f}/month",
+        f"kept local: {100 - share * 100:g}% × {requests_per_month:,.0f} = {local_requests:,.0f} requests/month",
+        *(f"local share: {step}" for step in sizing_how),
+        f"local: {replicas} replica{'s' if replicas > 1 else ''} × {gpus_per_replica} GPU"
+        f"{'s' if gpus_per_replica > 1 else ''}, {gpus} bought, own ${local:,.0f}/month = "
+        + " + ".join(f"{k.replace('_', ' ')} ${v:,.0f}" for k, v in parts.items()),
+        f"hybrid = ${out:,.0f} + ${local:,.0f} = ${total:,.0f}/month",
+    ]
+    return HybridCost(
+        routed_out=share, api_usd=round(out, 2), local_requests_per_month=round(local_requests), replicas=replicas,
+        gpus_bought=gpus, hardware_usd=round(hardware, 2), local_monthly_usd=round(local, 2),
+        breakdown={k: round(v, 2) for k, v in parts.items()}, monthly_usd=round(total, 2),
+        break_even_months=round(months, 1) if months is not None else None, how=how,
+    )
+
+
 def monthly_cost(
     gpu: GpuSpec,
     gpus: int,
@@ -135,8 +180,10 @@ def monthly_cost(
     prices_as_of: str | None = None,
     purchase_note: str | None = None,
     gpus_needed: int | None = None,
+    hybrid: HybridCost | None = None,
 ) -> Cost:
-    """Own (amortized hardware + power + operations + team) vs rent the same GPUs vs the API, and the verdict."""
+    """Own (amortized hardware + power + operations + team) vs rent the same GPUs vs the API (vs `hybrid`,
+    part routed to the API), and the verdict."""
     from toolkit.plan.verdict import Figures, decide
 
     hardware, parts = _owning(gpu, gpus, gpus_per_host, a)
@@ -156,6 +203,9 @@ def monthly_cost(
         api_monthly=None if data_must_stay else api_usd, requests_per_month=requests_per_month,
         cloud_monthly=cloud, replica_monthly=replica_monthly, replica_requests_per_month=replica_requests_per_month,
         data_must_stay=data_must_stay, prototype_below=a.prototype_below_usd_month,
+        hybrid_share=hybrid.routed_out if hybrid else None, hybrid_monthly=hybrid.monthly_usd if hybrid else None,
+        hybrid_api_monthly=hybrid.api_usd if hybrid else None, hybrid_replicas=hybrid.replicas if hybrid else None,
+        hybrid_break_even_months=hybrid.break_even_months if hybrid else None,
     ))
     return Cost(
         hardware_usd=round(hardware, 2),
@@ -173,5 +223,6 @@ def monthly_cost(
         break_even_requests_per_month=v.break_even_requests_per_month,
         verdict=v.line,
         verdict_kind=v.kind,
+        hybrid=hybrid,
         assumptions=a.lines(),
     )

@@ -84,6 +84,33 @@ class Performance(Strict):
     """What the estimate assumes (bandwidth efficiency, context, routing)."""
 
 
+class HybridCost(Strict):
+    """A share of the requests routed to the closed API, the rest served on hardware sized for what is left."""
+
+    routed_out: float
+    """Share of requests cleared to go to the closed API (--routed-out), 0 ≤ share < 1."""
+    api_usd: float
+    """That share on the API per month: share × the API's monthly cost at the full volume (prices are per token)."""
+    local_requests_per_month: float
+    """Requests per month left to serve locally: (1 − share) × the volume."""
+    replicas: int
+    """Replicas of the same layout the local share needs (the capacity sizing run on the remaining load)."""
+    gpus_bought: int
+    """GPUs bought for those replicas (whole baseboards for SXM/OAM parts)."""
+    hardware_usd: float
+    """Purchase price of those GPUs plus their host share."""
+    local_monthly_usd: float
+    """Owning the local part per month: amortized hardware + power + operations + team."""
+    breakdown: dict[str, float]
+    """Named parts of local_monthly_usd."""
+    monthly_usd: float
+    """api_usd + local_monthly_usd."""
+    break_even_months: float | None = None
+    """Months until the hybrid's hardware is paid by what it saves against the API alone (None: it saves nothing)."""
+    how: list[str] = []
+    """The arithmetic, one line per step."""
+
+
 class Cost(Strict):
     hardware_usd: float
     """Purchase price of all GPUs bought (plus host share)."""
@@ -113,8 +140,11 @@ class Cost(Strict):
     """When the API is cheaper: the monthly volume from which owning would be cheaper (None: at no volume)."""
     verdict: str | None = None
     """One line a manager can read."""
-    verdict_kind: Literal["self_host_mandatory", "use_api_prototype", "self_host_pays_back", "api_cheaper", "no_volume"] | None = None
+    verdict_kind: Literal["self_host_mandatory", "use_api_prototype", "self_host_pays_back", "api_cheaper",
+                          "hybrid_cheapest", "no_volume"] | None = None
     """Which verdict, as a stable key."""
+    hybrid: HybridCost | None = None
+    """Part of the requests routed to the API and the rest owned (--routed-out); None without it."""
     assumptions: list[str] = []
     """Every cost assumption, with the flag that overrides it."""
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from toolkit import __version__, catalog
 from toolkit.plan import capacity
-from toolkit.plan.costs import CostAssumptions, api_monthly_usd, monthly_cost
+from toolkit.plan.costs import CostAssumptions, api_monthly_usd, hybrid_cost, monthly_cost
 from toolkit.errors import NoFitError, PlanError
 from toolkit.plan.licensing import verdict
 from toolkit.plan.model import AdapterRef, Cost, Hardware, ModelRef, Performance, Plan, Runtime
@@ -53,6 +53,8 @@ class PlanRequest:
     api: str | None = None
     api_prices_file: str | None = None
     data_must_stay_in_network: bool = False
+    routed_out: float | None = None
+    """Share of requests the router may send to the closed API (--routed-out): adds the hybrid cost."""
     assumptions: CostAssumptions = field(default_factory=CostAssumptions)
     name: str | None = None
     # Exact layout (evaluate mode when tp is given)
@@ -123,7 +125,27 @@ class PlanRequest:
         if self.device not in ("gpu", "cpu"):
             raise PlanError(f"--device must be gpu or cpu (got {self.device})")
         self._check_sense()
+        self._check_routed_out()
         self.vllm_version = check_version(self.vllm_version)
+
+    def _check_routed_out(self) -> None:
+        """A share in [0, 1), and only where requests may leave and there is an API bill to split."""
+        share = self.routed_out
+        if share is None:
+            return
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not math.isfinite(share) or not 0 <= share < 1:
+            raise PlanError(f"--routed-out must be a share from 0 up to (not including) 1 (got {share!r:.20})",
+                            fix="e.g. --routed-out 0.3 for 30% of requests to the API")
+        if share == 0:
+            return
+        if self.data_must_stay_in_network:
+            raise PlanError(f"--routed-out {share:g} sends requests to the API, which --data-must-stay-in-network forbids",
+                            fix="the share for data that must stay is 0: drop --routed-out or --data-must-stay-in-network")
+        if self.device != "gpu":
+            raise PlanError("--routed-out needs the cost comparison, which --device cpu does not make")
+        if not self.workload().has_volume:
+            raise PlanError("--routed-out needs a volume to split",
+                            fix="add --requests-per-month N or --requests-per-second R")
 
     def _check_sense(self) -> None:
         """Every number finite and within sense, the name a valid one: one PlanError line each, input cut short."""
@@ -428,14 +450,34 @@ def _evaluate(req: PlanRequest, resolved, gpu: GpuSpec | None, tp: int, pp: int,
         api_price, api_cost, api_reason, as_of = api_usd
         bought, note = capacity.gpus_to_buy(gpu, opt.count * opt.replicas)
         replica_rpm = (sizing.replica_requests_per_s * SECONDS_PER_MONTH / work.peak_factor) if work.has_volume else None
+        hybrid = None
+        if req.routed_out and api_cost is not None:
+            hybrid = _hybrid(req, gpu, opt, point, api_price, api_cost)
         opt.cost = monthly_cost(gpu, bought, gpus_per_host=gpu.max_per_node, api=api_price, api_usd=api_cost,
                                 a=req.assumptions, requests_per_month=work.monthly_requests, replica_gpus=opt.count,
                                 replica_requests_per_month=replica_rpm, data_must_stay=req.data_must_stay_in_network,
                                 api_reason=api_reason, prices_as_of=as_of, purchase_note=note,
-                                gpus_needed=opt.count * opt.replicas)
+                                gpus_needed=opt.count * opt.replicas, hybrid=hybrid)
         if req.budget_usd is not None and opt.cost.hardware_usd > req.budget_usd:
             opt.problems.append(f"hardware ${opt.cost.hardware_usd:,.0f} is over the ${req.budget_usd:,.0f} budget")
     return opt
+
+
+def _hybrid(req: PlanRequest, gpu: GpuSpec, opt: Option, point, api_price, api_usd: float):
+    """The same layout sized by the same capacity path for the (1 − share) of the load kept local
+    (the peak shrinks with it: the routed share is assumed spread like the rest of the traffic)."""
+    keep = 1 - req.routed_out
+    work = req.workload()
+    local = replace(
+        work, requests_per_month=work.requests_per_month * keep if work.requests_per_month else None,
+        requests_per_second=work.requests_per_second * keep if work.requests_per_second else None)
+    sizing = capacity.size(local, point, kv_capacity_tokens=opt.est.capacity.kv_cache_tokens, max_num_seqs=opt.est.max_num_seqs)
+    bought, _ = capacity.gpus_to_buy(gpu, opt.count * sizing.replicas)
+    return hybrid_cost(gpu, bought, gpus_per_host=gpu.max_per_node, share=req.routed_out,
+                       api=f"{api_price.provider}/{api_price.model}", api_usd=api_usd,
+                       requests_per_month=work.monthly_requests, replicas=sizing.replicas, gpus_per_replica=opt.count,
+                       a=req.assumptions,
+                       sizing_how=[h for h in sizing.how if h.startswith(("peak rate", "replicas"))])
 
 
 def _cpu_kv_space(spec, req: PlanRequest, context: int) -> float:

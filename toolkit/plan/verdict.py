@@ -1,5 +1,5 @@
-"""The one-line verdict a manager can read: API cheaper / self-host pays back / self-host mandatory /
-use the API (prototype scale). Pure arithmetic on monthly figures; no printing."""
+"""The one-line verdict a manager can read: API cheaper / self-host pays back / hybrid cheapest /
+self-host mandatory / use the API (prototype scale). Pure arithmetic on monthly figures; no printing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["self_host_mandatory", "use_api_prototype", "self_host_pays_back", "api_cheaper", "no_volume"]
+Kind = Literal["self_host_mandatory", "use_api_prototype", "self_host_pays_back", "api_cheaper", "hybrid_cheapest",
+               "no_volume"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,11 @@ class Figures:
     replica_requests_per_month: float | None = None  # what one replica serves within the service level
     data_must_stay: bool = False
     prototype_below: float = 0.0
+    hybrid_share: float | None = None  # share of requests routed to the API (--routed-out)
+    hybrid_monthly: float | None = None  # that share on the API + owning replicas sized for the rest
+    hybrid_api_monthly: float | None = None  # the routed share's API bill
+    hybrid_replicas: int | None = None  # replicas the local share needs
+    hybrid_break_even_months: float | None = None  # hybrid hardware paid back against the API alone
 
 
 def _usd(x: float) -> str:
@@ -58,7 +64,42 @@ def break_even_volume(f: Figures) -> float | None:
         k += 1
 
 
+def _more_or_less(x: float, than: float, what: str) -> str:
+    return f"{_usd(abs(x - than))} {'more' if x > than else 'less'} than {what}"
+
+
+def _with_hybrid(base: Verdict, f: Figures) -> Verdict:
+    """The base verdict, or hybrid when it beats both owning everything and the API alone; either way the
+    hybrid figure is in the line. In a linear model routing out never beats both (it costs the API's price per
+    request to save the local marginal cost), so hybrid wins only where whole replicas come in steps."""
+    if f.hybrid_monthly is None or f.api_monthly is None:
+        return base
+    pct = f"{f.hybrid_share * 100:g}%"
+    if f.hybrid_monthly < min(f.own_monthly, f.api_monthly):
+        local = f.hybrid_monthly - (f.hybrid_api_monthly or 0.0)
+        back = (f"; pays back in {f.hybrid_break_even_months:g} months against the API alone"
+                if f.hybrid_break_even_months is not None else "")
+        reps = f.hybrid_replicas or 0
+        return Verdict("hybrid_cheapest",
+                       f"hybrid cheapest: {pct} of requests to {f.api} {_usd(f.hybrid_api_monthly or 0.0)} + "
+                       f"{reps} owned replica{'s' if reps != 1 else ''} for the rest {_usd(local)} = "
+                       f"{_usd(f.hybrid_monthly)}/month, vs {_usd(f.own_monthly)} to own everything and "
+                       f"{_usd(f.api_monthly)} on the API alone{back}",
+                       break_even_months=base.break_even_months,
+                       break_even_requests_per_month=base.break_even_requests_per_month)
+    line = (f"{base.line}; hybrid ({pct} routed out) {_usd(f.hybrid_monthly)}/month: "
+            f"{_more_or_less(f.hybrid_monthly, f.own_monthly, 'owning everything')}, "
+            f"{_more_or_less(f.hybrid_monthly, f.api_monthly, 'the API alone')}")
+    return Verdict(base.kind, line, base.break_even_months, base.break_even_requests_per_month)
+
+
 def decide(f: Figures) -> Verdict:
+    """The verdict for owning vs the API, with the hybrid (part routed out) weighed in when given."""
+    v = _decide(f)
+    return v if v.kind in ("self_host_mandatory", "use_api_prototype", "no_volume") else _with_hybrid(v, f)
+
+
+def _decide(f: Figures) -> Verdict:
     staff = " (staff excluded: --engineers N adds the team)" if not f.engineers else ""
     rent = f"; renting the GPUs in a cloud {_usd(f.cloud_monthly)}/month" if f.cloud_monthly is not None else ""
     if f.data_must_stay:

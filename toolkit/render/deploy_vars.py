@@ -117,6 +117,103 @@ class AdapterArtifact(Strict):
     """Absolute path inside the server container (`/adapters/NAME`), mounted read-only."""
 
 
+class EgressTarget(Strict):
+    host: str
+    """Host name or IP address of the closed API (resolved on each host when the allow-list is applied)."""
+    port: int
+    """TCP port of the closed API."""
+
+
+class RouterVars(Strict):
+    """The hybrid router (router/, roles/selfhost_router): present only when the site has `router/policy.yaml`."""
+
+    container: str
+    """Container name; the gateway reaches it by this name on the internal network."""
+    image: ImageArtifact
+    """The router image (built from this repository's router/Dockerfile, shipped like the others)."""
+    uid: int = 10001
+    """User the container runs as; it owns its secret files (0600) and the audit log."""
+    port: int = 8080
+    """Port the router listens on inside the internal network (never published)."""
+    dir: str
+    """Host directory: `audit.jsonl` (the `selfhost route audit` contract), `etc/` (policy + secrets), `state/`."""
+    mount: str = "/etc/selfhost/router"
+    """Where `dir`/etc appears in the container (read-only): policy.yaml, remote.key, gateway.secret, site.secret."""
+    state_mount: str = "/var/lib/selfhost/router"
+    """Where `dir`/state appears (read-write): flagged-conversation keys (HMACs only)."""
+    audit_mount: str = "/var/log/selfhost/router/audit.jsonl"
+    """Where `dir`/audit.jsonl appears (read-write, append-only by the router)."""
+    policy: str
+    """Deployed policy, relative to the bundle root (serialized by render from the site's policy)."""
+    remote_key_source: str | None = None
+    """Control-node path of the closed API's key file (site folder, 0600); never copied into the bundle."""
+    network_egress: str
+    """The router's second network: the only route out of any selfhost container, limited by `egress_allow`."""
+    egress_chain: str
+    """iptables chain (jumped to from DOCKER-USER for the egress network's subnet) holding the allow-list."""
+    egress_allow: list[EgressTarget] = []
+    """The closed API endpoints the router may reach; every other destination is dropped. Empty: none."""
+    gateway_include: str
+    """File in the gateway directory setting the shared-secret header (root-only, written on the host)."""
+    caller_label: str
+    """Team label the gateway sends as the caller for its API keys (the keys file carries no per-key label)."""
+    argv: list[str]
+    """Command of the container."""
+    healthcheck: list[str]
+    """Container health test (Docker CMD form)."""
+
+
+class NodeMember(Strict):
+    name: str
+    """Inventory host name."""
+    address: str
+    """Private address of the host (VLLM_HOST_IP; rank 0's is the group's master address)."""
+    rank: int
+    """Node rank in the group (0: the API server behind the gateway; > 0: headless)."""
+
+
+class NodeGroup(Strict):
+    index: int
+    """Replica number, from 1 (inventory order)."""
+    members: list[NodeMember]
+    """The group's hosts in rank order."""
+
+
+class MultiNodeVars(Strict):
+    """A replica spans `hosts_per_replica` hosts (vLLM multi-node, mp backend, one container per host)."""
+
+    groups: list[NodeGroup]
+    """Every group of the deployment, in inventory order."""
+    interface: str
+    """Private network interface of every node (GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME)."""
+    master_port: int
+    """Rank 0's torch.distributed port (`--master-port`)."""
+    egress_uid: int
+    """Uid the server runs as: the host firewall's OUTPUT rules match its packets (`-m owner`)."""
+    egress_chain: str
+    """iptables chain holding the rules (jumped to from OUTPUT for `egress_uid`)."""
+
+
+class NodeVars(Strict):
+    """One host of a group: written to the bundle's inventory/host_vars/<host>.yml as `selfhost_node`."""
+
+    group: int
+    """Replica number of its group."""
+    rank: int
+    """Node rank (0 serves HTTP behind the gateway)."""
+    address: str
+    """This host's private address."""
+    master_addr: str
+    """Rank 0's private address."""
+    members: list[str]
+    """Inventory names of the group, in rank order."""
+    peers: list[str]
+    """Private addresses of the other hosts of the group."""
+    egress_rules: dict[str, list[list[str]]]
+    """`iptables` / `ip6tables` → the chain's rules in `-S` form (loopback, replies, the group's peers, then
+    reject): the role makes the chain hold exactly these."""
+
+
 class ServerSpec(Strict):
     """The inference server container, decided once: `community.docker.docker_container` runs it
     (playbooks/roles/selfhost_vllm/tasks/container.yml), the bundle's compose file is serialized from it,
@@ -148,6 +245,20 @@ class ServerSpec(Strict):
     """Docker restart policy."""
     security_opts: list[str] = ["no-new-privileges:true"]
     """Docker security options."""
+    entrypoint: list[str] | None = None
+    """Entrypoint instead of the image's (multi-node headless ranks: vLLM's `serve` CLI); None: the image's."""
+    user: str | None = None
+    """`uid:gid` the server runs as (multi-node: the uid the host firewall matches); None: the image's user."""
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_multinode(self, handler):
+        """Single-host specs serialise exactly as before these fields existed (release ids, golden bundles)."""
+        data = handler(self)
+        if isinstance(data, dict):
+            for key in ("entrypoint", "user"):
+                if data.get(key) is None:
+                    data.pop(key, None)
+        return data
 
 
 class ReleaseInfo(Strict):
@@ -293,6 +404,15 @@ class DeployVars(Strict):
     selfhost_fleet: FleetVars | None = None
     """One endpoint for the fleet (site `selfhost_fleet: true`); None: each host serves alone (left out of extravars)."""
 
+    selfhost_router: RouterVars | None = None
+    """The hybrid router in front of vLLM (site `router/policy.yaml`); None: no router (left out of extravars)."""
+
+    selfhost_multinode: MultiNodeVars | None = None
+    """Replicas that span hosts (plan hardware.hosts_per_replica > 1); None: one host per replica (left out)."""
+    selfhost_nodes: dict[str, dict] = Field(default_factory=dict, exclude=True)
+    """Multi-node: inventory host → its own `selfhost_server`, `selfhost_release` and `selfhost_node`, written
+    to inventory/host_vars/<host>.yml (extra vars would override host vars, so extravars leave those two out)."""
+
     # Reboots
     selfhost_systemd_unit: str
     """Name of the systemd unit (`files/systemd/selfhost.service` installed under this name) that starts both containers at boot."""
@@ -313,4 +433,12 @@ class DeployVars(Strict):
             data.pop("selfhost_weights_adapters", None)
         if self.selfhost_fleet is None and isinstance(data, dict):  # likewise bundles without a fleet
             data.pop("selfhost_fleet", None)
+        if self.selfhost_router is None and isinstance(data, dict):  # and without a router
+            data.pop("selfhost_router", None)
+        if isinstance(data, dict):
+            if self.selfhost_multinode is None:  # and one-host replicas
+                data.pop("selfhost_multinode", None)
+            else:  # each host's own spec and record live in its host_vars (see selfhost_nodes)
+                data.pop("selfhost_server", None)
+                data.pop("selfhost_release", None)
         return data

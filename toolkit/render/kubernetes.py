@@ -33,6 +33,7 @@ from toolkit import __version__, catalog
 from toolkit.errors import CatalogError, ConfigError, RenderError
 from toolkit.plan.model import Plan
 from toolkit.render import bundle, monitoring
+from toolkit.render import router as router_deploy
 from toolkit.render.deploy_vars import DeployVars, ImageArtifact, TlsConfig
 from toolkit.render.site import Site
 from toolkit.render.templates import Templates
@@ -423,9 +424,9 @@ def nginx_conf(plan: Plan, site: Site, dv: DeployVars, n: Names, namespace: str)
     """The Ansible bundle's gateway/nginx.conf (same template, site overrides included), pointed at kube-dns
     and at the server's Service instead of Docker's DNS and the container name."""
     ctx = bundle.template_context(plan, site, dv)
-    ctx["gateway"] = {"resolver": KUBE_DNS, "resolver_note": "The cluster's DNS (kube-dns)",
+    ctx["gateway"] = {"resolver": KUBE_DNS, "resolver_note": "The cluster's DNS (kube-dns)", "listen": 443,
                       "upstream": f"{n.service}.{namespace}.svc.{CLUSTER_DOMAIN}:{dv.selfhost_vllm_port}",
-                      "closed": bundle.closed_locations(dv)}
+                      "closed": bundle.closed_locations(dv), "routes": []}  # no router on Kubernetes (yet)
     return Templates(site.templates_dir).render("gateway/nginx.conf.j2", ctx)
 
 
@@ -444,6 +445,10 @@ def contents(plan: Plan, site: Site, *, digests: dict[str, str] | None = None,
     if plan.adapters:  # the Deployment mounts only the weights and cache volumes: vLLM would not find them
         raise RenderError("LoRA adapters are shipped by the Ansible bundle only; --target kubernetes does not mount them yet",
                           fix="render without --target kubernetes, or merge the adapter into the weights")
+    if router_deploy.policy_file(site.path).is_file():  # no router Deployment or egress allow-list here yet
+        raise RenderError(f"{router_deploy.policy_file(site.path)}: the hybrid router is deployed by the Ansible "
+                          "bundle only; --target kubernetes does not run it yet",
+                          fix="render without --target kubernetes, or move router/policy.yaml out of the site")
     if not K8S_NAME_RE.match(plan.name):
         raise RenderError(f"plan name '{plan.name}' cannot name Kubernetes objects",
                           fix="use lower-case letters, digits and '-' (at most 40, e.g. llama-8b) in `name:` of plan.yml")

@@ -103,6 +103,13 @@ def compose_file(dv: DeployVars) -> str:
         "volumes": [f"{m.source}:{m.target}" + (":ro" if m.read_only else "") for m in s.mounts],
         "networks": ["internal"],
     }
+    if s.network == "host":  # multi-node (rank 0's spec; each host's own is in inventory/host_vars)
+        del vllm["networks"]
+        vllm["network_mode"] = "host"
+    if s.entrypoint:
+        vllm["entrypoint"] = s.entrypoint
+    if s.user:
+        vllm["user"] = s.user
     if s.ipc_mode:
         vllm["ipc"] = s.ipc_mode
     if s.shm_size:

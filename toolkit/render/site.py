@@ -46,6 +46,7 @@ MAX_BODY_RE = re.compile(r"^[0-9]{1,9}[kKmMgG]?$")  # nginx size syntax
 IMAGE_REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")  # docker image reference characters
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,100}(=[A-Za-z0-9.+:~-]{1,100})?$")  # apt name[=version]
 ENV_KEY_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")  # Linux interface names (IFNAMSIZ - 1)
 FLEET_HEADER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")  # becomes $http_<name> in nginx
 ROOT_RE = re.compile(r"^/[A-Za-z0-9._/-]+$")
 SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
@@ -126,6 +127,12 @@ class SiteSettings(Strict):
     """Gateway (nginx) image reference."""
     selfhost_images_gateway_tarball: str | None = None
     """Control-node path of `docker save` output for the gateway image; None = pull."""
+    selfhost_images_router_ref: str = "selfhost/router:1"
+    """Hybrid router image (built from router/Dockerfile); used only when the site has router/policy.yaml."""
+    selfhost_images_router_tarball: str | None = None
+    """Control-node path of `docker save` output for the router image; None = pull."""
+    selfhost_router_caller_label: str = "default"
+    """Team label the gateway sends the router as the caller of its API keys (policy `callers`)."""
     selfhost_tls_mode: Literal["internal-ca", "site"] = "internal-ca"
     """`internal-ca`: SITE/pki signs a certificate per host; `site`: use the three files below."""
     selfhost_tls_ca_cert: str | None = None
@@ -162,6 +169,14 @@ class SiteSettings(Strict):
     """Seconds a failed replica stays out of rotation before it is tried again."""
     selfhost_fleet_tries: int = 3
     """Replicas one request may try (first try included) before the error goes back to the client."""
+
+    selfhost_private_addresses: dict[str, str] | None = None
+    """Multi-node: inventory host → its IP address on the private network between the nodes of a group
+    (vLLM's VLLM_HOST_IP and master address, the firewall's peers); None = selfhost_fleet_peers, then ansible_host."""
+    selfhost_private_interface: str | None = None
+    """Multi-node: the network interface of that private network on every node (GLOO/NCCL_SOCKET_IFNAME)."""
+    selfhost_multinode_master_port: int = 29500
+    """Multi-node: rank 0's torch.distributed port (`--master-port`)."""
 
     @field_validator("*", mode="after")
     @classmethod
@@ -231,6 +246,32 @@ class SiteSettings(Strict):
                 raise ValueError(f"{name}: {address!r} is neither an IP address nor a DNS host name") from None
         return v
 
+    @field_validator("selfhost_private_addresses")
+    @classmethod
+    def _private_addresses(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for name, address in (v or {}).items():
+            if not HOST_NAME_RE.match(str(name)):
+                raise ValueError(f"{name!r} is not an inventory host name")
+            try:
+                ipaddress.ip_address(str(address))
+            except ValueError:
+                raise ValueError(f"{name}: {address!r} is not an IP address") from None
+        return v
+
+    @field_validator("selfhost_private_interface")
+    @classmethod
+    def _ifname(cls, v: str | None) -> str | None:
+        if v is not None and not IFNAME_RE.match(v):
+            raise ValueError("must be a network interface name like eth1 or ens5f0")
+        return v
+
+    @field_validator("selfhost_multinode_master_port")
+    @classmethod
+    def _master_port(cls, v: int) -> int:
+        if not 1024 <= v <= 65535:
+            raise ValueError("must be from 1024 to 65535")
+        return v
+
     @field_validator("selfhost_gateway_max_body")
     @classmethod
     def _max_body(cls, v: str) -> str:
@@ -238,7 +279,7 @@ class SiteSettings(Strict):
             raise ValueError("must be a size like 4m, 512k, 1g or 1048576")
         return v
 
-    @field_validator("selfhost_images_vllm_ref", "selfhost_images_gateway_ref")
+    @field_validator("selfhost_images_vllm_ref", "selfhost_images_gateway_ref", "selfhost_images_router_ref")
     @classmethod
     def _image(cls, v: str | None) -> str | None:
         if v is not None and not IMAGE_REF_RE.match(v):
@@ -364,10 +405,11 @@ def load_site(path: Path) -> Site:
         if address is not None and str(address) != h.address:
             h = SiteHost(name=h.name, address=str(address))
         hosts[[x.name for x in hosts].index(h.name)] = h
-    unknown = sorted(set(settings.selfhost_fleet_peers or {}) - {h.name for h in hosts})
-    if unknown:
-        raise ConfigError(f"{var_files[GROUP]}: selfhost_fleet_peers names {', '.join(unknown)}, not in the inventory",
-                          fix="key selfhost_fleet_peers by the inventory host names")
+    for key in ("selfhost_fleet_peers", "selfhost_private_addresses"):
+        unknown = sorted(set(getattr(settings, key) or {}) - {h.name for h in hosts})
+        if unknown:
+            raise ConfigError(f"{var_files[GROUP]}: {key} names {', '.join(unknown)}, not in the inventory",
+                              fix=f"key {key} by the inventory host names")
     return Site(path=path, inventory=inventory, hosts=hosts, settings=settings, connection=connection)
 
 

@@ -305,25 +305,6 @@ def serving_speed(
     return Speed(_decode_step(r, b, ctx), rps * out, 1 / tpot, int(b), ttft, tpot, rps)
 
 
-def decode_speed(
-    model: ModelSpec,
-    wb: WeightBytes,
-    gpu: GpuSpec | None,
-    *,
-    tp: int,
-    pp: int,
-    batch: int,
-    context: int,
-    kv_bytes_per_token: float,
-    quant: QuantSpec | None = None,
-) -> Speed:
-    """Pure decode step for `batch` sequences at mean context `context` (no prefill interference)."""
-    batch = max(1, batch)
-    r = _replica(model, wb, gpu, quant, tp, pp, kv_bytes_per_token)
-    t = _decode_step(r, batch, context)
-    return Speed(t, batch / t, 1 / t, batch, 0.0, t, 0.0)
-
-
 def assumptions(gpu: GpuSpec | None, context: int, quant: QuantSpec | None = None) -> list[str]:
     """Human-readable list of every constant the speed model used."""
     if gpu is None:

@@ -14,6 +14,7 @@ BASE_IMAGE = f"selfhost-test/base:{SUITE}"
 HOST_IMAGE = "selfhost-test/host:1"
 VLLM_IMAGE = f"selfhost-test/vllm-cpu:{VLLM_VERSION}"
 GATEWAY_IMAGE = "selfhost-test/gateway:1"
+ROUTER_IMAGE = "selfhost-test/router:1"  # router/Dockerfile, from the router wheelhouse
 
 # Label holding a hash of an image's build inputs: equal hash -> no rebuild.
 INPUTS_LABEL = "org.selfhost.test.inputs"

@@ -11,16 +11,17 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import mirror
-from .config import (BASE_IMAGE, CONTEXT_DIR, GATEWAY_IMAGE, HOST_IMAGE, INPUTS_LABEL, SUITE,
+from .config import (BASE_IMAGE, CONTEXT_DIR, GATEWAY_IMAGE, HOST_IMAGE, INPUTS_LABEL, ROUTER_IMAGE, SUITE,
                      VLLM_IMAGE, cache_path)
 from .dockercli import docker, image_id, image_label, log, out, stream
-from .wheelhouse import REQUIREMENT, ensure_wheelhouse, wheelhouse_digest
+from .wheelhouse import REPO, REQUIREMENT, ensure_router_wheelhouse, ensure_wheelhouse, wheelhouse_digest
 
 RECIPE_VERSION = "1"  # bump to force rebuilding everything
 
@@ -162,6 +163,36 @@ def build_vllm(base: BuiltImage) -> BuiltImage:
     return BuiltImage("vllm", VLLM_IMAGE, image_id(VLLM_IMAGE))
 
 
+def build_router(base: BuiltImage) -> BuiltImage:
+    """router/Dockerfile (the one a site builds), FROM Debian's Python, with only the router wheelhouse and
+    selfhost's own wheel in the build context: installed with --no-index, as an air-gapped site does."""
+    parent = build_dockerfile("router-base", ROUTER_IMAGE.replace("router:", "router-base:"),
+                              CONTEXT_DIR / "router-base", base)
+    wh = ensure_router_wheelhouse()
+    sources = [REPO / "pyproject.toml", REPO / "router" / "Dockerfile",
+               *sorted(p for p in (REPO / "router").rglob("*.py") if "__pycache__" not in p.parts)]
+    inputs = _hash("router", parent.id, wheelhouse_digest(wh),
+                   *[str(p.relative_to(REPO)).encode() + p.read_bytes() for p in sources])
+    if image_label(ROUTER_IMAGE, INPUTS_LABEL) == inputs:
+        log(f"{ROUTER_IMAGE}: up to date")
+        return BuiltImage("router", ROUTER_IMAGE, image_id(ROUTER_IMAGE))
+    t0, old = time.monotonic(), _old_id(ROUTER_IMAGE)
+    with tempfile.TemporaryDirectory(dir=cache_path("router-build", "context").parent) as tmp:
+        wheels = Path(tmp) / "wheels"
+        wheels.mkdir()
+        for w in wh.glob("*.whl"):
+            (wheels / w.name).hardlink_to(w)
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(REPO)],
+                       check=True, stdout=subprocess.DEVNULL)
+        log(f"{ROUTER_IMAGE}: docker build -f router/Dockerfile (BASE={parent.ref})")
+        stream(["build", "--rm", "--force-rm", "--label", f"{INPUTS_LABEL}={inputs}",
+                "--build-arg", f"BASE={parent.ref}", "-f", str(REPO / "router" / "Dockerfile"),
+                "-t", ROUTER_IMAGE, tmp])
+    _timed(ROUTER_IMAGE, t0)
+    _drop_old(old, ROUTER_IMAGE)
+    return BuiltImage("router", ROUTER_IMAGE, image_id(ROUTER_IMAGE))
+
+
 def save_tarball(img: BuiltImage) -> BuiltImage:
     """`docker save` to the cache dir (hosts get images as files, air-gapped style)."""
     tar = cache_path("images", img.ref.replace("/", "_").replace(":", "_") + ".tar")
@@ -207,6 +238,7 @@ def _build_all(vllm: bool) -> dict[str, BuiltImage]:
     images["host"] = build_dockerfile("host", HOST_IMAGE, CONTEXT_DIR / "host", base)
     images["gateway"] = save_tarball(
         build_dockerfile("gateway", GATEWAY_IMAGE, CONTEXT_DIR / "gateway", base))
+    images["router"] = save_tarball(build_router(base))
     if vllm:
         images["vllm"] = save_tarball(build_vllm(base))
     return images

@@ -40,3 +40,27 @@ def wheelhouse_digest(wh: Path) -> str:
     for p in sorted(wh.glob("*.whl")):
         h.update(f"{p.name}:{p.stat().st_size}\n".encode())
     return h.hexdigest()
+
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def router_requirements() -> list[str]:
+    """The `router` extra of pyproject.toml: what the router image installs besides selfhost itself."""
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["router"]
+
+
+def ensure_router_wheelhouse() -> Path:
+    """Wheels for the router extra (Presidio, spaCy library without any model, FastAPI, ...), once."""
+    reqs = router_requirements()
+    wh = cache_path("router-wheelhouse", ".")
+    done = wh / (".complete-" + hashlib.sha256("\n".join(reqs).encode()).hexdigest()[:12])
+    if done.exists():
+        return wh
+    log(f"router wheelhouse: pip wheel {' '.join(reqs)} -> {wh}")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--progress-bar", "off", "-w", str(wh), *reqs],
+                   check=True, stdout=subprocess.DEVNULL)
+    done.write_text("\n".join(sorted(p.name for p in wh.glob("*.whl"))) + "\n")
+    return wh
