@@ -250,3 +250,30 @@ class ClientLoop:
     def __exit__(self, *exc):
         self._stop.set()
         self._t.join(timeout=120)
+
+
+def wait_healthy(ca: Path, host, timeout: float = 420) -> None:
+    """Until the host's gateway answers /health with 200 (a server started or restarted behind it)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            if gateway_request(ca, host, "/health", timeout=10)[0] == 200:
+                return
+        except Exception:  # the gateway itself restarting
+            pass
+        time.sleep(3)
+    raise AssertionError(f"{host.name}: no healthy server behind the gateway after {timeout}s")
+
+
+def site_variant(deployed_site: dict, tmp: Path, **settings) -> Path:
+    """A copy of the session site (without its .selfhost state) under `tmp`, its group_vars updated with
+    `settings`: the modules that redeploy the session's hosts another way start from it."""
+    import shutil
+
+    import yaml
+
+    site = tmp / "site"
+    shutil.copytree(deployed_site["site"], site, ignore=shutil.ignore_patterns(".selfhost"))
+    gv = site / "group_vars" / "inference.yml"
+    gv.write_text(yaml.safe_dump({**yaml.safe_load(gv.read_text()), **settings}))
+    return site

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import threading
 import time
 
 import pytest
-import yaml
 
-from tests.e2e.conftest import ClientLoop, gateway_request, selfhost_cli, selfhost_popen
+from tests.e2e.conftest import ClientLoop, gateway_request, selfhost_cli, selfhost_popen, site_variant, wait_healthy
 
 pytestmark = pytest.mark.e2e
 
@@ -50,29 +48,12 @@ def _served(fleet, host, key) -> float:
     return sum(float(m.group(1)) for m in re.finditer(r"^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$", text, re.MULTILINE))
 
 
-def _wait_healthy(fleet, host, timeout=400):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            if _status(fleet, host, "/health", None, timeout=10) == 200:
-                return
-        except Exception:
-            pass
-        time.sleep(3)
-    raise AssertionError(f"{host.name}: the server did not come back in {timeout}s")
-
-
 @pytest.fixture(scope="module")
 def fleet(deployed_site, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fleet")
-    site = tmp / "site"
-    shutil.copytree(deployed_site["site"], site, ignore=shutil.ignore_patterns(".selfhost"))
-    gv = site / "group_vars" / "inference.yml"
-    settings = yaml.safe_load(gv.read_text())
     hosts = deployed_site["hosts"]
-    settings.update(selfhost_fleet=True, selfhost_fleet_peers={h.name: h.ip for h in hosts},
-                    selfhost_fleet_fail_timeout_s=30)
-    gv.write_text(yaml.safe_dump(settings))
+    site = site_variant(deployed_site, tmp, selfhost_fleet=True, selfhost_fleet_peers={h.name: h.ip for h in hosts},
+                        selfhost_fleet_fail_timeout_s=30)
     t0 = time.monotonic()
     res = selfhost_cli("deploy", deployed_site["plan_file"], "-i", site, "--out", tmp / "bundle", "--yes", "--json",
                        cwd=tmp, timeout=1500)
@@ -140,7 +121,7 @@ def test_failover_when_a_replica_stops(fleet):
     assert len(results) >= 10
     assert bad == list(range(len(bad))) and len(bad) <= 1, \
         f"no failed request after the health check noticed: {[(i, results[i]) for i in bad][:10]}"
-    _wait_healthy(fleet, h2)
+    wait_healthy(fleet["ca"], h2, timeout=400)
 
 
 def test_fleet_wide_rotation_without_a_failed_request(fleet):
@@ -149,7 +130,7 @@ def test_fleet_wide_rotation_without_a_failed_request(fleet):
     both hosts, and the clients switch to the new one; no request fails; after the grace, the old key is 401
     on both hosts and both hosts hold the same keys file."""
     h1, h2 = fleet["hosts"]
-    _wait_healthy(fleet, h2)
+    wait_healthy(fleet["ca"], h2, timeout=400)
     old, grace = fleet["key"], 15
     shown: dict[str, str] = {}
     lines: list[str] = []

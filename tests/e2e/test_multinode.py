@@ -14,13 +14,12 @@ session's containers again: the modules after it find the hosts as they were (sa
 from __future__ import annotations
 
 import json
-import shutil
 import time
 
 import pytest
 import yaml
 
-from tests.e2e.conftest import ROOT, gateway_request, print_changes, selfhost_cli
+from tests.e2e.conftest import ROOT, gateway_request, print_changes, selfhost_cli, site_variant, wait_healthy
 from toolkit.deploy import runner as deployer
 
 pytestmark = pytest.mark.e2e
@@ -36,29 +35,13 @@ def _pp2(plan):
                                    "runtime": plan.runtime.model_copy(update={"load_time_s": 300})})
 
 
-def _wait_health(ca, host, timeout=420):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            if gateway_request(ca, host, "/health", timeout=10)[0] == 200:
-                return
-        except Exception:
-            pass
-        time.sleep(3)
-    raise AssertionError(f"{host.name}: no healthy server behind the gateway after {timeout}s")
-
-
 @pytest.fixture(scope="module")
 def group(deployed_site, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("multinode")
-    site = tmp / "site"
-    shutil.copytree(deployed_site["site"], site, ignore=shutil.ignore_patterns(".selfhost"))
     hosts = deployed_site["hosts"]
-    gv = site / "group_vars" / "inference.yml"
-    settings = yaml.safe_load(gv.read_text())
     # eth0 of a test host is selfhost-test-net (host to host); eth1 reaches the sentinel.
-    settings.update(selfhost_private_addresses={h.name: h.ip for h in hosts}, selfhost_private_interface="eth0")
-    gv.write_text(yaml.safe_dump(settings))
+    site = site_variant(deployed_site, tmp, selfhost_private_addresses={h.name: h.ip for h in hosts},
+                        selfhost_private_interface="eth0")
     plan = _pp2(deployed_site["plan"])
     plan_file = tmp / "plan.yml"
     plan.dump(plan_file)
@@ -86,7 +69,7 @@ def group(deployed_site, tmp_path_factory):
         for h in hosts:
             h.exec("docker", "start", f"{session}-vllm", f"{session}-gateway", check=False)
         for h in hosts:
-            _wait_health(deployed_site["ca"], h)
+            wait_healthy(deployed_site["ca"], h)
         print(f"\n[e2e] multi-node results: {json.dumps(RESULTS)}", flush=True)
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         assert not any("SELFHOST-" in c for c in chains), f"destroy removes the jump and the chain: {chains}"

@@ -21,7 +21,6 @@ at the end the session site is deployed again and the routers removed.
 from __future__ import annotations
 
 import json
-import shutil
 import ssl
 import time
 import urllib.error
@@ -31,7 +30,7 @@ import uuid
 import pytest
 import yaml
 
-from tests.e2e.conftest import selfhost_cli
+from tests.e2e.conftest import selfhost_cli, site_variant
 from tests.e2e.infra import hosts as hosts_mod
 from tests.e2e.infra.config import LABEL, OUTSIDE_NET
 from tests.e2e.infra.dockercli import docker, out
@@ -101,13 +100,9 @@ def _deploy(ctx, label: str):
 @pytest.fixture(scope="module")
 def routed(deployed_site, closed_api, e2e_images, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("router")
-    site = tmp / "site"
-    shutil.copytree(deployed_site["site"], site, ignore=shutil.ignore_patterns(".selfhost"))
-    gv = site / "group_vars" / "inference.yml"
-    settings = yaml.safe_load(gv.read_text())
     router = e2e_images["router"]
-    settings.update(selfhost_images_router_ref=router.ref, selfhost_images_router_tarball=str(router.tarball))
-    gv.write_text(yaml.safe_dump(settings))
+    site = site_variant(deployed_site, tmp, selfhost_images_router_ref=router.ref,
+                        selfhost_images_router_tarball=str(router.tarball))
     (site / "router").mkdir()
     key = site / "router" / "remote.key"
     key.write_text(API_KEY + "\n")

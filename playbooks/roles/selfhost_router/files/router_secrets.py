@@ -31,7 +31,8 @@ for name in ("gateway.secret", "site.secret"):
 
 with open(os.path.join(etc, "gateway.secret")) as f:
     secret = f.read().strip()
-line = 'proxy_set_header X-Selfhost-Gateway-Secret "%s";\n' % secret
+line = ("# selfhost router: the gateway's shared secret (root-only; written by the playbook).\n"
+        'proxy_set_header X-Selfhost-Gateway-Secret "%s";\n' % secret)
 try:
     with open(include) as f:
         current = f.read()
@@ -41,7 +42,7 @@ if current != line:
     tmp = include + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write("# selfhost router: the gateway's shared secret (root-only; written by the playbook).\n" + line)
+        f.write(line)
     os.replace(tmp, include)
     gateway_changed = True
 elif os.stat(include).st_mode & 0o777 != 0o600:
