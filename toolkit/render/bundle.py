@@ -40,7 +40,6 @@ from toolkit.render import pki
 from toolkit.render import runbook
 from toolkit.render import router as router_deploy
 from toolkit.render import server
-from toolkit.render.server import OFFLINE_ENV
 from toolkit.render import adapters as adapter_files
 from toolkit.render.deploy_vars import (AdapterArtifact, DeployVars, FleetMember, FleetVars, ImageArtifact,
                                        TlsConfig)

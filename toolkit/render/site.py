@@ -486,7 +486,7 @@ def _read_yaml(path: Path, *, required: bool) -> dict:
     """A site file through the bounded reader (size cap, no alias bombs, one-line errors)."""
     if not path.exists() and not path.is_symlink():
         if required:
-            raise ConfigError(f"{path}: missing", hint=f"selfhost init NEW_SITE  shows the expected layout")
+            raise ConfigError(f"{path}: missing", hint="selfhost init NEW_SITE  shows the expected layout")
         return {}
     data = load_yaml(path, limit=SITE_LIMIT, what="site file")
     if data is None:

@@ -102,7 +102,7 @@ def read_record(templates_dir: Path) -> dict[str, dict]:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})",
-                          fix=f"restore it from version control, or delete it and eject again") from None
+                          fix="restore it from version control, or delete it and eject again") from None
     entries = data.get("templates") if isinstance(data, dict) else None
     if not isinstance(entries, dict) or not all(isinstance(v, dict) and "sha256" in v for v in entries.values()):
         raise ConfigError(f"{path}: expected `templates: {{NAME: {{sha256: ..., toolkit_version: ...}}}}`",
