@@ -142,7 +142,7 @@ def evaluate(r: dict) -> Row:
     kw_gpu = kw["gpu"]
     row.family, row.gpu_key = kw["model"].family or kw["model"].id, kw_gpu.name
     s = throughput.serving_speed(kw.pop("model"), kw.pop("wb"), kw.pop("gpu"), kw.pop("quant"), **kw)
-    res, d = r["results"], r.get("derived") or {}
+    res = r["results"]
     conc = kw["concurrency"]
     # A burst that fits max_num_seqs (record or vLLM default) and the estimated KV cache runs at a known
     # batch, like a fixed concurrency. An estimate of no KV room for a run that did fit leaves it unknown.

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,11 +29,11 @@ from starlette.background import BackgroundTask
 from router.audit import AuditLog
 from router.decide import Decision, Router
 from router.detectors import Detector
-from router.policy import Policy, read_secret
+from router.policy import LABEL_RE, Policy, read_secret
 from router.redact import StreamRestorer, restore_json
 
 log = logging.getLogger("selfhost.router")
-CALLER_RE = re.compile(r"^[A-Za-z0-9._:@/-]{1,128}$")
+CALLER_RE = LABEL_RE
 ROUTE_HEADER = "X-Selfhost-Route"
 
 
@@ -102,7 +101,8 @@ def create_app(policy: Policy, *, detectors: list[Detector] | None = None) -> Fa
             log.exception("audit append failed; refusing the request")
             return _error(503, "the decision could not be audited", "audit_unavailable")
         if dec.route == "refused":
-            return _error(dec.status, dec.message, "policy_refused")
+            return _error(dec.status, dec.message,
+                          "permission_error" if dec.status == 403 else "policy_refused")
         return await _forward(dec, path)
 
     async def _forward(dec: Decision, path: str) -> Response:
@@ -166,6 +166,8 @@ def create_app(policy: Policy, *, detectors: list[Detector] | None = None) -> Fa
         for alias in (policy.remote.aliases if policy.remote else {}):
             data.append({"id": alias, "object": "model", "created": 0, "owned_by": "selfhost-router:remote"})
         data.append({"id": policy.difficulty.alias, "object": "model", "created": 0, "owned_by": "selfhost-router:auto"})
+        # Only what this caller may ask for (callers.models): the rest would answer 403.
+        data = [m for m in data if policy.callers.may_use(who, str(m.get("id")))]
         return JSONResponse({"object": "list", "data": data})
 
     @app.get("/health")

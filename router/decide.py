@@ -1,6 +1,7 @@
 """The routing decision: the gate first, then what may go out.
 
-Order (the first three can only keep a request local, never send it out):
+Order (0 can only refuse; the first three can only keep a request local, never send it out):
+0. What the caller may ask for (`callers.models`): a model not on its list → refused (403).
 1. Who and what the request declares: a `local_only` caller, a `local_only` data source, a
    conversation already flagged.
 2. What it contains: every scannable string (router.scan) through every detector, with a timeout.
@@ -146,6 +147,14 @@ class Router:
         dec.conversation = self.conversation_key(endpoint, body)
         keep_local: list[str] = []
         flag = False
+
+        # 0. What the caller may ask for at all (callers.models): checked on the name asked for, before any
+        # routing, so an alias a caller may not use is refused even when its request would have stayed local.
+        asked = model if model is not None else p.local.default_model
+        if not p.callers.may_use(caller, asked):
+            dec.route, dec.status, dec.reasons = "refused", 403, ["model_not_allowed"]
+            dec.message = f"the caller {caller!r} may not use the model {asked!r}"
+            return dec
 
         if caller in p.callers.local_only:
             keep_local.append("caller_local_only")

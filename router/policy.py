@@ -68,11 +68,47 @@ class Gateway(_Strict):
     data_source_header: str = "X-Selfhost-Data-Source"
 
 
+LABEL_RE = re.compile(r"^[A-Za-z0-9._:@/-]{1,128}$")
+"""A caller label (the gateway sets it from the API key: `selfhost keys add --label`)."""
+
+
 class Callers(_Strict):
     remote_allowed: list[str] = []
     """Caller labels allowed to use the closed API at all; "*" means every caller."""
     local_only: list[str] = []
     """Caller labels whose requests always stay local (wins over remote_allowed)."""
+    models: dict[str, list[str]] | None = None
+    """Caller label → the model names it may ask for (the local model, adapter names, remote aliases, the
+    difficulty alias; "*" in a list: any). Key "*": every caller not listed. None: no allow-list (anyone
+    may ask for anything); a caller neither listed nor covered by "*" may ask for nothing."""
+
+    @field_validator("remote_allowed", "local_only")
+    @classmethod
+    def _labels(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if c != "*" and not LABEL_RE.match(c)]
+        if bad:
+            raise ValueError(f"caller label(s) {bad}: letters, digits and ._:@/- only (or \"*\")")
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _allow_list(cls, v: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        if v is None:
+            return v
+        bad = [c for c in v if c != "*" and not LABEL_RE.match(c)]
+        if bad:
+            raise ValueError(f"caller label(s) {bad}: letters, digits and ._:@/- only (or \"*\")")
+        for caller, names in v.items():
+            if any(not n.strip() for n in names):
+                raise ValueError(f"{caller}: empty model name")
+        return v
+
+    def may_use(self, caller: str, model: str) -> bool:
+        """Whether `caller` may ask for `model` (always, without an allow-list)."""
+        if self.models is None:
+            return True
+        names = self.models.get(caller, self.models.get("*", []))
+        return "*" in names or model in names
 
 
 class DataSources(_Strict):

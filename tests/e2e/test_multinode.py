@@ -114,6 +114,46 @@ def test_egress_probe_fails_from_both_ranks(group):
         assert ctl.returncode == 0 and ctl.stdout.startswith(b"reached"), (ctl.returncode, ctl.stdout, ctl.stderr)
 
 
+def test_a_dead_rank_restarts_the_group_by_itself(group):
+    """The headless rank's server dies (its container's PID 1 killed, as in a crash: `docker kill` would be a
+    deliberate stop, which Docker's restart policy honours). Docker starts it again; the group guard on rank 0
+    sees it come back with no generation and restarts rank 0 too; the two meet in a new generation and rank 0
+    answers through its gateway again, with no selfhost command. Each container restarted once (no loop)."""
+    h1, h2 = group["hosts"]
+
+    def restarts(h) -> int:
+        return json.loads(h.exec("docker", "inspect", "tiny-pp-vllm").stdout)[0]["RestartCount"]
+
+    before = [restarts(h) for h in (h1, h2)]
+    t0 = time.monotonic()
+    h2.exec("sh", "-c", "kill -9 $(docker inspect -f '{{.State.Pid}}' tiny-pp-vllm)")
+    status = None
+    while time.monotonic() - t0 < 600:
+        try:
+            status = gateway_request(group["ca"], h1, "/v1/chat/completions", key=group["key"], body=CHAT,
+                                     timeout=30)[0]
+        except Exception as exc:  # the gateway's upstream restarting
+            status = repr(exc)
+        if status == 200 and restarts(h1) > before[0]:
+            break
+        time.sleep(2)
+    RESULTS["group_recovery_s"] = round(time.monotonic() - t0)
+    print(f"\n[e2e] headless rank killed: the group answers again after {RESULTS['group_recovery_s']}s "
+          f"(restarts {before} -> {[restarts(h) for h in (h1, h2)]})", flush=True)
+    assert status == 200, f"no answer through rank 0's gateway {RESULTS['group_recovery_s']}s after the kill: {status}"
+    assert [restarts(h) for h in (h1, h2)] == [before[0] + 1, before[1] + 1], "one restart each, no loop"
+    logs = h1.exec("sh", "-c", "docker logs tiny-pp-vllm 2>&1 | grep selfhost-guard").stdout.decode()
+    assert "group restart: rank 1 restarted" in logs, logs[-2000:]
+    t1 = time.monotonic()
+    while time.monotonic() - t1 < 180:  # the headless rank's health check runs every 10 s
+        health = [json.loads(h.exec("docker", "inspect", "tiny-pp-vllm").stdout)[0]["State"]["Health"]["Status"]
+                  for h in (h1, h2)]
+        if health == ["healthy", "healthy"]:
+            break
+        time.sleep(3)
+    assert health == ["healthy", "healthy"], health
+
+
 def test_second_deploy_changes_nothing(group):
     changes: list = []
     t0 = time.monotonic()
@@ -122,3 +162,93 @@ def test_second_deploy_changes_nothing(group):
     assert result.ok, result.failed
     assert {h: s.changed for h, s in result.hosts.items()} == {h.name: 0 for h in group["hosts"]}, \
         [f"{e.host} {e.step}: {e.task}" for e in changes]
+
+
+def _probe(h, target: str):
+    probe = (ROOT / "playbooks" / "roles" / "selfhost_verify" / "files" / "egress_probe.py").read_text()
+    return h.exec("docker", "exec", "tiny-pp-vllm", "python3", "-c", probe, target, check=False)
+
+
+def test_egress_lock_comes_back_like_at_boot(group):
+    """An emulated reboot of the firewall: the kernel forgets the chain (dropped here, with the server running),
+    the server then has a route out; the boot script the deploy installed (SysV init on the test hosts,
+    X-Start-Before: docker) restores it, and the probe fails again. Boot ordering itself is not exercised."""
+    s, (h1, h2) = group["sentinel"], group["hosts"]
+    target = f"{s.ip}:{s.port}"
+    for h in (h1, h2):
+        h.exec("test", "-s", "/etc/selfhost/egress/tiny-pp.iptables")
+        links = h.exec("sh", "-c", "ls /etc/rc2.d | grep selfhost-egress", check=False).stdout.decode()
+        assert "selfhost-egress" in links, f"{h.name}: boot script not enabled ({links!r})"
+    uid = json.loads(h2.exec("docker", "inspect", "tiny-pp-vllm").stdout)[0]["Config"]["User"].split(":")[0]
+    chain = f"SELFHOST-{uid}"
+    try:
+        h2.exec("sh", "-c", f"iptables -w -D OUTPUT -m owner --uid-owner {uid} -j {chain}; "
+                            f"iptables -w -F {chain}; iptables -w -X {chain}")
+        opened = _probe(h2, target)
+        RESULTS["probe_after_flush"] = opened.stdout.decode().strip()
+        assert opened.returncode == 0 and opened.stdout.startswith(b"reached"), \
+            "without the chain the server has a route out (the reboot gap this closes)"
+    finally:
+        t0 = time.monotonic()
+        boot = h2.exec("/etc/init.d/selfhost-egress", "start", check=False)
+        RESULTS["boot_restore_s"] = round(time.monotonic() - t0, 2)
+    assert boot.returncode == 0, boot.stdout + boot.stderr
+    res = _probe(h2, target)
+    RESULTS["probe_after_boot_restore"] = res.stdout.decode().strip()
+    assert res.returncode == 3 and res.stdout.startswith(b"blocked"), (res.returncode, res.stdout)
+    h2.exec("/etc/init.d/selfhost-egress", "start")  # again: still one jump
+    jumps = h2.exec("iptables", "-w", "-S", "OUTPUT").stdout.decode().count(f"-j {chain}")
+    assert jumps == 1, jumps
+
+
+def test_rollback_moves_the_whole_group(group):
+    """A second release on both ranks, then `selfhost rollback`: --host with one rank is refused naming the whole
+    replica; the preview shows the replica; the rollback stops both ranks, starts each rank's previous release
+    together and verifies rank 0 through its gateway."""
+    from toolkit.plan.model import Plan
+
+    h1, h2 = group["hosts"]
+    site, tmp = group["site"], group["cwd"]
+    plan = Plan.load(group["plan_file"])
+    old = plan.vllm.max_num_seqs
+    new = old // 2 if old > 1 else 2
+    plan2 = plan.model_copy(update={"vllm": plan.vllm.model_copy(update={"max_num_seqs": new})})
+    plan2_file = tmp / "plan2.yml"
+    plan2.dump(plan2_file)
+    t0 = time.monotonic()
+    res = selfhost_cli("deploy", plan2_file, "-i", site, "--out", tmp / "bundle2", "--yes", "--json", cwd=tmp,
+                       timeout=1800)
+    RESULTS["second_release_deploy_s"] = round(time.monotonic() - t0)
+    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-4000:]
+
+    def seqs(h) -> str:
+        argv = json.loads(h.exec("docker", "inspect", "tiny-pp-vllm").stdout)[0]["Config"]["Cmd"]
+        return argv[argv.index("--max-num-seqs") + 1]
+
+    assert [seqs(h) for h in (h1, h2)] == [str(new)] * 2
+
+    part = selfhost_cli("rollback", "-i", site, "--name", "tiny-pp", "--host", h2.name, "--dry-run", cwd=tmp,
+                        timeout=300)
+    assert part.returncode != 0 and f"--host {h1.name},{h2.name}" in part.stdout + part.stderr, \
+        part.stdout[-2000:] + part.stderr[-2000:]
+
+    preview = selfhost_cli("rollback", "-i", site, "--name", "tiny-pp", "--dry-run", "--json", cwd=tmp, timeout=300)
+    assert preview.returncode == 0, preview.stdout[-3000:] + preview.stderr[-3000:]
+    doc = json.loads(preview.stdout)
+    assert doc["groups"] == [f"replica 1: {h1.name} (rank 0), {h2.name} (rank 1) roll back together: every rank "
+                             f"stops, each starts its own release, then {h1.name} (rank 0) must be healthy and verified"]
+    assert doc["operations"][0]["extravars"]["selfhost_rollback_serial"] == 2
+
+    t0 = time.monotonic()
+    res = selfhost_cli("rollback", "-i", site, "--name", "tiny-pp", "--yes", "--json", cwd=tmp, timeout=1800)
+    RESULTS["group_rollback_s"] = round(time.monotonic() - t0)
+    print(f"\n[e2e] multi-node group rollback: {RESULTS['group_rollback_s']}s, exit {res.returncode}", flush=True)
+    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-4000:]
+    assert [seqs(h) for h in (h1, h2)] == [str(old)] * 2, "both ranks run the previous release again"
+    for h in (h1, h2):
+        state = json.loads(h.exec("docker", "inspect", "tiny-pp-vllm").stdout)[0]["State"]
+        assert state["Health"]["Status"] == "healthy", (h.name, state)
+    status, body = gateway_request(group["ca"], h1, "/v1/chat/completions", key=group["key"], body=CHAT,
+                                   timeout=300)
+    RESULTS["chat_after_rollback"] = status
+    assert status == 200 and body.get("choices"), body

@@ -16,6 +16,10 @@ at the end the session site is deployed again and the routers removed.
     there (the sentinel, which the host itself reaches, is dropped);
   * with the detector made to fail (policy plugin `fault_injection`, a redeploy of the policy only) nothing
     goes out;
+  * labelled keys (`selfhost keys add --label`): a `local_only` label's clean `frontier` request is answered
+    locally, another label's goes out; a model off a label's allow-list (`callers.models`) is 403 and missing
+    from its /v1/models; the audit log names each key's label; `keys list` shows labels, never a key;
+    `keys revoke` stops a label's key (401);
   * `selfhost route audit -i SITE` verifies the chain, and reports a break when a line is edited.
 """
 from __future__ import annotations
@@ -76,11 +80,13 @@ def closed_api(e2e_images, tiny_model, sentinel):
     docker("rm", "-f", OUTSIDE, check=False)
 
 
-def _policy(closed_api, plugins=()) -> dict:
+def _policy(closed_api, served: str, plugins=()) -> dict:
     return {
         "remote": {"base_url": closed_api["url"], "api_key_file": "remote.key",
                    "aliases": {"frontier": "provider-model"}},
-        "callers": {"remote_allowed": ["*"]},
+        # The session's own key has the site's default label ("default"): "*" lets it use everything.
+        "callers": {"remote_allowed": ["*"], "local_only": ["team-local"],
+                    "models": {"team-local": [served, "frontier"], "team-open": ["frontier"], "*": ["*"]}},
         "detect": {"identifiers": ["CREDIT_CARD", "IBAN_CODE"], "code_names": ["Bluebird"],
                    "markings": ["TOP SECRET", "CONFIDENTIAL"], "plugins": [{"name": p} for p in plugins],
                    "timeout_s": 5},
@@ -107,12 +113,13 @@ def routed(deployed_site, closed_api, e2e_images, tmp_path_factory):
     key = site / "router" / "remote.key"
     key.write_text(API_KEY + "\n")
     key.chmod(0o600)
-    (site / "router" / "policy.yaml").write_text(yaml.safe_dump(_policy(closed_api)))
+    served = deployed_site["plan"].vllm.served_model_name
+    (site / "router" / "policy.yaml").write_text(yaml.safe_dump(_policy(closed_api, served)))
     hosts = deployed_site["hosts"]
     ctx = {"site": site, "tmp": tmp, "plan_file": deployed_site["plan_file"], "hosts": hosts, "host": hosts[0],
            "ca": deployed_site["ca"], "key": deployed_site["keys"][hosts[0].name], "closed_api": closed_api,
            "sentinel": deployed_site["sentinel"], "name": deployed_site["plan"].name,
-           "root": deployed_site["bundle"].vars.selfhost_root}
+           "root": deployed_site["bundle"].vars.selfhost_root, "served": served}
     res = _deploy(ctx, "router_deploy")
     assert API_KEY not in res.stdout + res.stderr, "the closed API's key is never shown"
     ctx["router"] = f"{ctx['name']}-router"
@@ -127,13 +134,14 @@ def routed(deployed_site, closed_api, e2e_images, tmp_path_factory):
         print(f"\n[e2e] router results: {json.dumps(RESULTS)}", flush=True)
 
 
-def _request(ctx, body: dict, headers: dict | None = None, timeout: float = 180) -> tuple[int, str, str]:
-    """(status, X-Selfhost-Route, body text) of one request through host 1's gateway."""
+def _request(ctx, body: dict | None, headers: dict | None = None, timeout: float = 180,
+             key: str | None = None, path: str = "chat/completions") -> tuple[int, str, str]:
+    """(status, X-Selfhost-Route, body text) of one request through host 1's gateway (body None: a GET)."""
     sslctx = ssl.create_default_context(cafile=str(ctx["ca"]))
-    req = urllib.request.Request(f"https://127.0.0.1:{ctx['host'].https_port}/v1/chat/completions",
-                                 data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {ctx['key']}",
-                                          **(headers or {})})
+    req = urllib.request.Request(f"https://127.0.0.1:{ctx['host'].https_port}/v1/{path}",
+                                 data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {key or ctx['key']}", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=sslctx) as r:
             return r.status, r.headers.get("X-Selfhost-Route", ""), r.read().decode()
@@ -204,6 +212,66 @@ def test_client_cannot_set_the_trust_headers(routed):
     assert rec["caller"] == "default" and "someone-else" not in audit
 
 
+def _last_audit(ctx) -> dict:
+    log = f"{ctx['root']}/{ctx['name']}/router/audit.jsonl"
+    return json.loads(_text(ctx["host"].exec("tail", "-n", "1", log).stdout))
+
+
+def _keys(ctx, *args) -> dict:
+    t0 = time.monotonic()
+    res = selfhost_cli("keys", *args, "-i", ctx["site"], "--json", cwd=ctx["tmp"], timeout=600)
+    RESULTS[f"keys_{args[0]}_s"] = round(time.monotonic() - t0, 1)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return json.loads(res.stdout)
+
+
+def test_labelled_keys_route_and_refuse_per_caller(routed):
+    added = {label: _keys(routed, "add", "--label", label, "--yes") for label in ("team-local", "team-open")}
+    hosts = {h.name for h in routed["hosts"]}
+    for label, doc in added.items():
+        assert set(doc["api_keys"]) == hosts and doc["label"] == label, doc
+    local_key = added["team-local"]["api_keys"][routed["host"].name]
+    open_key = added["team-open"]["api_keys"][routed["host"].name]
+    try:
+        # A local_only label: its clean frontier request is answered here; another label's goes out.
+        mark = f"label-local-{uuid.uuid4().hex[:10]}"
+        status, route, body = _request(routed, _chat(f"Write a haiku about rain {mark}"), key=local_key)
+        assert (status, route) == (200, "local"), body[:300]
+        rec = _last_audit(routed)
+        assert (rec["caller"], rec["route"], rec["reasons"]) == ("team-local", "local", ["caller_local_only"]), rec
+        assert mark not in _outside_log()
+        mark = f"label-open-{uuid.uuid4().hex[:10]}"
+        status, route, body = _request(routed, _chat(f"Write a haiku about snow {mark}"), key=open_key,
+                                       headers={"X-Selfhost-Caller": "team-local"})
+        assert (status, route) == (200, "remote"), body[:300]
+        assert _last_audit(routed)["caller"] == "team-open", "the key's label, not the client's header"
+        # Off the allow-list: 403 with an OpenAI-style error, audited; /v1/models lists only what it may use.
+        status, _, body = _request(routed, _chat("hello", model=routed["served"]), key=open_key)
+        err = json.loads(body)["error"]
+        assert status == 403 and err["type"] == "permission_error" and routed["served"] in err["message"], body
+        rec = _last_audit(routed)
+        assert (rec["caller"], rec["route"], rec["reasons"]) == ("team-open", "refused", ["model_not_allowed"]), rec
+        status, _, body = _request(routed, None, key=open_key, path="models")
+        assert status == 200 and [m["id"] for m in json.loads(body)["data"]] == ["frontier"], body
+        status, _, body = _request(routed, None, key=local_key, path="models")
+        assert sorted(m["id"] for m in json.loads(body)["data"]) == sorted([routed["served"], "frontier"]), body
+        # list: labels and counts, never a key; revoke: the label's key stops, the others keep working.
+        listed = _keys(routed, "list")
+        text = json.dumps(listed)
+        assert local_key not in text and open_key not in text and routed["key"] not in text
+        mine = listed["hosts"][routed["host"].name]["labels"]
+        assert {"default", "team-local", "team-open"} <= set(mine) and mine["team-open"]["keys"] == 1, listed
+        print(f"\n[e2e] keys list: {text[:1500]}", flush=True)
+        _keys(routed, "revoke", "--label", "team-open", "--yes")
+        assert _request(routed, _chat("hello"), key=open_key)[0] == 401
+        assert _request(routed, _chat("hello", model=routed["served"]), key=local_key)[:2] == (200, "local")
+        assert _request(routed, _chat("hello", model=routed["served"]))[:2] == (200, "local"), "the session key"
+    finally:
+        for label in ("team-open", "team-local"):  # leave the session's hosts with their own key only
+            selfhost_cli("keys", "revoke", "-i", routed["site"], "--label", label, "--yes", "--json",
+                         cwd=routed["tmp"], timeout=600)
+
+
 def test_egress_only_to_the_closed_api(routed):
     api, sentinel = routed["closed_api"], routed["sentinel"]
     vllm = f"{routed['name']}-vllm"
@@ -218,7 +286,7 @@ def test_egress_only_to_the_closed_api(routed):
 
 def test_detector_failure_sends_nothing_out(routed):
     (routed["site"] / "router" / "policy.yaml").write_text(
-        yaml.safe_dump(_policy(routed["closed_api"], plugins=["fault_injection"])))
+        yaml.safe_dump(_policy(routed["closed_api"], routed["served"], plugins=["fault_injection"])))
     try:
         res = _deploy(routed, "fault_redeploy")
         changed = json.loads(res.stdout)["deploy"]["changed_tasks"].get(routed["host"].name, [])
@@ -234,7 +302,8 @@ def test_detector_failure_sends_nothing_out(routed):
         assert (status, route) == (200, "local"), body[:300]
         assert mark not in _outside_log()
     finally:
-        (routed["site"] / "router" / "policy.yaml").write_text(yaml.safe_dump(_policy(routed["closed_api"])))
+        (routed["site"] / "router" / "policy.yaml").write_text(
+            yaml.safe_dump(_policy(routed["closed_api"], routed["served"])))
 
 
 def test_route_audit_verifies_and_breaks(routed):

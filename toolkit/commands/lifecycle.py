@@ -85,7 +85,7 @@ def ops_setup(inventory: Path, name: Optional[str], host: Optional[str], command
 
 
 def register(app: typer.Typer) -> None:
-    from toolkit.commands import destroy, rollback, rotate_keys, unlock, upgrade
+    from toolkit.commands import destroy, keys, rollback, rotate_keys, unlock, upgrade
 
-    for module in (upgrade, rollback, rotate_keys, destroy, unlock):
+    for module in (upgrade, rollback, rotate_keys, keys, destroy, unlock):
         module.register(app)

@@ -373,8 +373,12 @@ def status_report(statuses) -> None:
 
 def fleet_report(fleet) -> None:
     """`selfhost status` of a fleet: replicas serving, and where the requests went (each server's own count)."""
-    rows = [[h, _num(v, "{:,.0f}"), _num(fleet.share_pct.get(h), "{:.1f}%")] for h, v in fleet.served.items()]
-    table(f"fleet: {fleet.healthy}/{fleet.total} replicas healthy", ["host", "requests served", "share"], rows)
+    def who(h: str) -> str:  # a multi-node replica: its serving host, then its headless ranks
+        rest = [x for x in fleet.replicas.get(h, [h]) if x != h]
+        return h + (f" (+ {', '.join(rest)})" if rest else "")
+
+    rows = [[who(h), _num(v, "{:,.0f}"), _num(fleet.share_pct.get(h), "{:.1f}%")] for h, v in fleet.served.items()]
+    table(f"fleet: {fleet.healthy}/{fleet.total} replicas healthy", ["replica", "requests served", "share"], rows)
 
 
 def log_lines(lines, *, show_host: bool, timestamps: bool) -> None:

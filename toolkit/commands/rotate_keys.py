@@ -23,8 +23,8 @@ def rotate_keys(inventory: InventoryOpt, host: HostOpt = None, name: NameOpt = N
                 yes: YesOpt = False, dry_run: DryRunOpt = False, json: JsonOpt = False) -> None:
     """New API keys without downtime; the old ones work for --grace seconds more.
 
-    Adds a fresh key per host beside the old ones (nginx reloads gracefully: no request fails), shows
-    it once, waits --grace seconds for clients to switch, then removes the old keys and reloads again.
+    Adds a fresh key per host and caller label (`selfhost keys`) beside the old ones (nginx reloads
+    gracefully: no request fails), shows them once, waits --grace seconds for clients to switch, then removes the old keys and reloads again.
     A fleet (site `selfhost_fleet: true`) has one key set: each step runs on every host together, and
     --host is refused.
     """
@@ -33,14 +33,18 @@ def rotate_keys(inventory: InventoryOpt, host: HostOpt = None, name: NameOpt = N
     from toolkit.render.bundle import fleet_vars
 
     site, bundle, invocation, infos, dep = ops_setup(inventory, name, host, command_line())
+    # Multi-node replicas: only rank 0 of each group has a gateway (its keys); the hosts' records say which.
+    serving = releases.serving_hosts(infos, dep)
     # A fleet (site `selfhost_fleet: true`) shares one key set: it rotates on every host together (the ops
     # bundle carries the same fleet value, so the gateway role rotates on the first host and copies).
-    fv = fleet_vars(site) if site is not None else None
+    fv = fleet_vars(site, serving) if site is not None else None
+    if fv and serving:  # the site alone cannot tell the groups' rank 0: the ops bundle learns them here
+        bundle = releases.ops_bundle(site, bundle, serving=serving)
     fleet = [m.name for m in fv.members] if fv else None
-    hosts = fleet or list(infos)
+    hosts = fleet or serving or list(infos)
     rotation = uuid.uuid4().hex[:12]
     add, wait, retire = operations.rotate_keys(name=dep, invocation=invocation, host=host, grace_s=grace,
-                                               rotation=rotation, fleet=fleet)
+                                               rotation=rotation, fleet=fleet, serving=serving)
     if not json:
         what = "the fleet's one key set" if fleet else "the API keys"
         output.line(f"rotate {what} of {dep} on {', '.join(hosts)}; old keys keep working for {grace}s")
@@ -50,15 +54,17 @@ def rotate_keys(inventory: InventoryOpt, host: HostOpt = None, name: NameOpt = N
     confirm(output, f"Rotate the API keys on {len(hosts)} host(s)?", yes=yes, what="rotate keys",
             fix="pass --yes to rotate non-interactively")
     done = execute(output, add, bundle, hosts, json)
-    added, keys = done.result, done.keys
+    added, keys, labelled = done.result, done.keys, done.labelled_keys
     if fleet and keys:  # fetched from the first host; the same key works on every host of the fleet
         keys = dict.fromkeys(fleet, next(iter(keys.values())))
-    report: dict = {"deployment": dep, "rotation": rotation, "add": added.to_dict()}
+        labelled = dict.fromkeys(fleet, next(iter(labelled.values()), {}))
+    # Each caller label gets its own new key (`selfhost keys add --label`); api_keys: the first per host.
+    report: dict = {"deployment": dep, "rotation": rotation, "add": added.to_dict(), "labelled_keys": labelled}
     if not added.ok:
         releases.append_audit(bundle, added, invocation=invocation, plan_digest=None, name=dep)
         finish(output, json, report | {"api_keys": keys}, added)
     if not json:
-        output.api_keys(keys)
+        output.api_keys({f"{h} [{label}]": k for h, by in labelled.items() for label, k in by.items()} or keys)
         output.line(f"old keys keep working for {wait.seconds}s; switch your clients now")
     time.sleep(wait.seconds)
     retired = execute(output, retire, bundle, hosts, json).result

@@ -36,7 +36,8 @@ def status(inventory: InventoryOpt, plan: PlanOptArg = None, bundle: BundleOpt =
     ref = locate.resolve(inventory, plan, bundle)
     statuses = st.gather(ref.path, ref.hosts, limit=locate.limit_for(ref, host), sample_s=sample)
     ok = all(s.ok for s in statuses)
-    fleet = st.fleet_view(statuses) if st.is_fleet(ref.path) else None
+    # A multi-node group is one replica of the fleet: its rank 0 serves, its other ranks must be healthy too.
+    fleet = st.fleet_view(statuses, st.replica_groups(ref.path)) if st.is_fleet(ref.path) else None
     if json:
         output.as_json({"ok": ok, "hosts": [s.to_dict() for s in statuses],
                         **({"fleet": fleet.to_dict()} if fleet else {})})

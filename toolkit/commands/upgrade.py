@@ -23,7 +23,8 @@ def upgrade(plan: PlanArg, inventory: InventoryOpt, yes: YesOpt = False, dry_run
 
     Shows the diff against what each host runs (image, model, every vLLM flag), asks, then rolls out:
     each host must pass verify before the next starts; a host that fails goes back to its previous
-    release and the rollout stops there (exit 2).
+    release and the rollout stops there (exit 2). Multi-node replicas roll group by group (a group's hosts
+    together); with a fleet, the other replicas keep the endpoint serving meanwhile.
     """
     from toolkit.commands import output
     from toolkit.deploy import runner
@@ -40,7 +41,11 @@ def upgrade(plan: PlanArg, inventory: InventoryOpt, yes: YesOpt = False, dry_run
     infos = releases.read_releases(bundle.path, invocation=invocation, name=the_plan.name)
     new = releases.expected_release(bundle.vars)
     hosts = [h.name for h in site.hosts]
-    diffs = {h: releases.release_diff((infos.get(h, {}).get(the_plan.name) or {}).get("current"), new) for h in hosts}
+    # Multi-node: each host is compared with its own rank's record; a group is the unit of the rollout.
+    diffs = {h: releases.release_diff((infos.get(h, {}).get(the_plan.name) or {}).get("current"),
+                                      releases.expected_release(bundle.vars, h)) for h in hosts}
+    mn = bundle.vars.selfhost_multinode
+    unit = f"one replica ({len(mn.groups[0].members)} hosts) at a time" if mn else "one at a time"
     report: dict = {"bundle": str(bundle.path), "plan_digest": new["plan_digest"],
                     "diff": {h: [c.__dict__ for c in d] for h, d in diffs.items()}}
     if not json:
@@ -48,7 +53,7 @@ def upgrade(plan: PlanArg, inventory: InventoryOpt, yes: YesOpt = False, dry_run
     op = operations.upgrade(invocation=invocation)
     if dry_run:
         return dry_run_done(output, json, report, [op], f"Bundle: {bundle.path}")
-    confirm(output, f"Upgrade {the_plan.name} on {len(hosts)} host(s), one at a time?", yes=yes, what="upgrade",
+    confirm(output, f"Upgrade {the_plan.name} on {len(hosts)} host(s), {unit}?", yes=yes, what="upgrade",
             fix="pass --yes to upgrade non-interactively (review with --dry-run first)")
 
     done = execute(output, op, bundle.path, hosts, json)

@@ -44,7 +44,7 @@ ARTIFACTS_KEEP = 20
 FACT_CACHE_S = 600  # how long gathered facts are reused by the next run of the same bundle
 # The selfhost command each playbook serves: failures name it (not always `deploy`).
 COMMANDS = {"site.yml": "deploy", "check.yml": "deploy --check", "rollback.yml": "rollback",
-            "destroy.yml": "destroy", "unlock.yml": "unlock", "rotate_keys.yml": "rotate-keys",
+            "destroy.yml": "destroy", "unlock.yml": "unlock", "rotate_keys.yml": "rotate-keys", "keys.yml": "keys",
             "doctor.yml": "doctor", "status.yml": "status", "logs.yml": "logs", "releases.yml": "releases",
             "audit.yml": "audit", "bench.yml": "bench"}
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")

@@ -114,12 +114,18 @@ def upgrade(*, invocation: dict) -> Operation:
 # ---------------------------------------------------------------- plan-less day-2 runs (the ops bundle)
 
 def rollback(*, name: str, invocation: dict, host: str | None, to: str | None,
-             targets: dict[str, str | None]) -> Operation:
-    """Activate `targets` (host → release id, chosen by `releases.rollback_target`), one host at a time."""
-    return Operation(command="rollback", playbook="rollback.yml", title="rollback (one host at a time)",
+             targets: dict[str, str | None], groups: dict[str, dict] | None = None, serial: int = 1) -> Operation:
+    """Activate `targets` (host → release id, chosen by `releases.rollback_target`), one host at a time, or,
+    for multi-node replicas (`groups`: host → {group, rank, members}, `serial`: the group size, both from
+    `releases.rollback_groups`), one replica at a time: every rank stops, each re-runs its own release, they
+    start together and rank 0 is verified through its gateway."""
+    extra = {"selfhost_rollback_groups": groups, "selfhost_rollback_serial": serial} if groups else {}
+    return Operation(command="rollback", playbook="rollback.yml",
+                     title="rollback (one replica at a time, its ranks together)" if groups
+                     else "rollback (one host at a time)",
                      steps=("lock", "release", "verify"), limit=host,
                      extravars={**_base(invocation, name), "selfhost_rollback_to": to or "",
-                                "selfhost_release_targets": {h: t or "" for h, t in targets.items()}})
+                                "selfhost_release_targets": {h: t or "" for h, t in targets.items()}, **extra})
 
 
 def destroy(*, name: str, invocation: dict, host: str | None, purge: bool) -> Operation:
@@ -133,30 +139,79 @@ def unlock(*, name: str, invocation: dict, host: str) -> Operation:
 
 
 def rotate_keys(*, name: str, invocation: dict, host: str | None, grace_s: int, rotation: str,
-                fleet: list[str] | None = None) -> list[Step]:
+                fleet: list[str] | None = None, serving: list[str] | None = None) -> list[Step]:
     """Add a new key beside the old ones (shown once), wait `grace_s`, then retire the old ones.
 
     `fleet`: the hosts of a fleet (site `selfhost_fleet: true`), which share one key set. Each phase then runs
     on every host at once: the first host changes the file, every host installs the same bytes and reloads
     before the phase ends, so the new key works everywhere before anyone has it, and the old one works
     everywhere until the retire phase. One host alone cannot be rotated: its key is every host's key.
+    `serving`: multi-node replicas: the hosts with a gateway (rank 0 of each group); the runs are limited to
+    them (a headless rank has no keys), and --host must name one of them.
     """
     if fleet and host is not None:
         raise ConfigError(f"rotate-keys --host {host}: {name} is a fleet with one key set shared by "
                           f"{', '.join(fleet)}; rotating it on one host would break the others",
                           fix="drop --host: the fleet's keys rotate on every host together")
+    if serving and host is not None and host not in serving:
+        raise ConfigError(f"rotate-keys --host {host}: {host} runs a headless rank of {name}: it has no gateway "
+                          "and no keys", fix=f"name the rank-0 host of its group (one of {', '.join(serving)})")
     extra = {**_base(invocation, name), "selfhost_rotation_id": rotation}
     where = f" on every host of the fleet ({', '.join(fleet)})" if fleet else ""
 
     def phase(which: str, title: str, **kw) -> Operation:
         return Operation(command="rotate-keys", playbook="rotate_keys.yml", title=title + where,
-                         steps=("lock", "gateway"), limit=None if fleet else host,
+                         steps=("lock", "gateway"), limit=host or (",".join(serving) if serving else None),
                          extravars={**extra, "selfhost_rotation_phase": which}, **kw)
 
     return [phase("add", "rotate keys: add", fetch_keys=True, rotation=rotation),
             Wait(grace_s, "old and new key both work on every host of the fleet while clients switch" if fleet
                  else "old keys keep working while clients switch to the new ones"),
             phase("retire", "rotate keys: retire old")]
+
+
+def _key_limit(command: str, name: str, host: str | None, fleet: list[str] | None,
+               serving: list[str] | None) -> str | None:
+    """The Ansible limit of a run that changes API keys: a fleet's one key set changes on every host together
+    (--host refused); multi-node replicas: only the hosts with a gateway (rank 0 of each group)."""
+    if fleet and host is not None:
+        raise ConfigError(f"{command} --host {host}: {name} is a fleet with one key set shared by "
+                          f"{', '.join(fleet)}; changing it on one host would break the others",
+                          fix="drop --host: the fleet's keys change on every host together")
+    if serving and host is not None and host not in serving:
+        raise ConfigError(f"{command} --host {host}: {host} runs a headless rank of {name}: it has no gateway "
+                          "and no keys", fix=f"name the rank-0 host of its group (one of {', '.join(serving)})")
+    return host or (",".join(serving) if serving else None)
+
+
+def keys_add(*, name: str, invocation: dict, host: str | None, label: str, tag: str,
+             fleet: list[str] | None = None, serving: list[str] | None = None) -> Operation:
+    """A fresh API key with caller label `label` on each host (a fleet: one key for every host), tagged `tag`
+    (a re-run with the same tag adds nothing); the new key is fetched once, to be shown once."""
+    where = f" on every host of the fleet ({', '.join(fleet)})" if fleet else ""
+    return Operation(command="keys add", playbook="keys.yml", title=f"keys: add {label}{where}",
+                     steps=("lock", "gateway"), limit=_key_limit("keys add", name, host, fleet, serving),
+                     extravars={**_base(invocation, name), "selfhost_keys_action": "add", "selfhost_keys_label": label,
+                                "selfhost_keys_tag": tag},
+                     fetch_keys=True, rotation=tag)
+
+
+def keys_revoke(*, name: str, invocation: dict, host: str | None, label: str,
+                fleet: list[str] | None = None, serving: list[str] | None = None) -> Operation:
+    """Every API key with caller label `label` stops working (graceful reload: requests in flight finish)."""
+    where = f" on every host of the fleet ({', '.join(fleet)})" if fleet else ""
+    return Operation(command="keys revoke", playbook="keys.yml", title=f"keys: revoke {label}{where}",
+                     steps=("lock", "gateway"), limit=_key_limit("keys revoke", name, host, fleet, serving),
+                     extravars={**_base(invocation, name), "selfhost_keys_action": "revoke",
+                                "selfhost_keys_label": label})
+
+
+def keys_list(*, name: str, invocation: dict, host: str | None, serving: list[str] | None = None) -> Operation:
+    """Each host's key labels, counts and tags (a fleet's first host answers for all); never a key."""
+    limit = host or (",".join(serving) if serving else None)
+    return Operation(command="keys list", playbook="keys.yml", title="keys: list", steps=("gateway",), limit=limit,
+                     extravars={**_base(invocation, name), "selfhost_keys_action": "list"},
+                     report="_selfhost_gateway_keys")
 
 
 def bench(*, host: str, argv: list[str], result_dir: str, result_file: str) -> Operation:
@@ -184,6 +239,8 @@ class Executed:
     """host → API key fetched by the run (fetch_keys operations only); shown once, stored nowhere here."""
     reports: dict[str, Any] = field(default_factory=dict)
     """host → the value of the operation's `report` variable (hosts that got that far)."""
+    labelled_keys: dict[str, dict[str, str]] = field(default_factory=dict)
+    """host → {caller label: API key} fetched by the run (rotate-keys: one new key per label); shown once."""
 
 
 def execute(bundle: Path, op: Operation, *, on_event: Callable[[runner.TaskEvent], None] | None = None) -> Executed:
@@ -205,18 +262,30 @@ def execute(bundle: Path, op: Operation, *, on_event: Callable[[runner.TaskEvent
         return Executed(runner.run(bundle, **kw), reports=reports)
     with runner.scratch_dir("selfhost-keys-") as key_dir:
         result = runner.run(bundle, key_fetch_dir=key_dir, **kw)
-        return Executed(result, read_keys(key_dir, op.rotation), reports)
+        default = (op.extravars.get("selfhost_gateway_caller_label") or "default")
+        return Executed(result, read_keys(key_dir, op.rotation), reports,
+                        read_labelled_keys(key_dir, op.rotation, default))
 
 
-_KEY_RE = re.compile(r'"Bearer ([0-9A-Za-z._~+/-]{16,})"\s+1;(?:\s*# rotation=(\S+))?')
+# A key line of api-keys.conf: the key, its value (1: written before labels, else the quoted caller label)
+# and the tag of the run that added it (`# rotation=…` or `# issued=…`).
+_KEY_RE = re.compile(r'"Bearer ([0-9A-Za-z._~+/-]{16,})"\s+(1|"[^"]*");(?:\s*# (?:rotation|issued)=(\S+))?')
 
 
 def read_keys(key_dir: Path, rotation: str | None = None) -> dict[str, str]:
     """host → its API key, from the gateway key files a run fetched into key_dir (one `<host>.conf` each):
-    the first key of each file, or with `rotation` the key added by that rotation."""
-    keys: dict[str, str] = {}
+    the first key of each file, or with `rotation` the (first) key added by that rotation or `keys add`."""
+    return {host: next(iter(by_label.values())) for host, by_label in read_labelled_keys(key_dir, rotation).items()
+            if by_label}
+
+
+def read_labelled_keys(key_dir: Path, rotation: str | None = None, default_label: str = "default"
+                       ) -> dict[str, dict[str, str]]:
+    """host → {caller label: key} of the keys a run fetched (a key valued 1 carries `default_label`)."""
+    keys: dict[str, dict[str, str]] = {}
     for f in sorted(Path(key_dir).glob("*.conf")):
-        for key, rid in _KEY_RE.findall(f.read_text()):
+        mine = keys.setdefault(f.stem, {})
+        for key, value, rid in _KEY_RE.findall(f.read_text()):
             if rotation is None or rid == rotation:
-                keys.setdefault(f.stem, key)
-    return keys
+                mine.setdefault(default_label if value == "1" else value.strip('"'), key)
+    return {h: v for h, v in keys.items() if v}

@@ -18,6 +18,7 @@ from toolkit.deploy import runner
 from toolkit.operate import operations
 from toolkit.plan.vllm_args import argv_flags
 from toolkit.render import server
+from toolkit.render.multinode import NODE_RANK_LABEL
 from toolkit.render.deploy_vars import DeployVars
 from toolkit.errors import ConfigError
 from toolkit.render.site import Site
@@ -41,8 +42,13 @@ class Change:
 
 # ---------------------------------------------------------------- releases and their diff
 
-def expected_release(dv: DeployVars) -> dict:
-    """The release record a bundle makes: exactly what selfhost_release/tasks/record.yml stores on the host."""
+def expected_release(dv: DeployVars, host: str | None = None) -> dict:
+    """The release record a bundle makes: exactly what selfhost_release/tasks/record.yml stores on the host.
+    host: a multi-node host records its own rank's spec (its host_vars); others, and None, the bundle's."""
+    node = dv.selfhost_nodes.get(host) if host else None
+    if node:
+        return {**node["selfhost_release"].model_dump(mode="json"),
+                "vllm": node["selfhost_server"].model_dump(mode="json")}
     return server.release_record(dv)
 
 
@@ -57,6 +63,50 @@ def rollback_target(kept: dict, to: str | None) -> str | None:
         return found[0] if len(found) == 1 else None
     prev = (kept.get("previous") or {}).get("release")
     return prev if prev in records else None
+
+
+def rollback_groups(infos: dict[str, dict], name: str, targets: dict[str, str | None],
+                    order: list[str]) -> tuple[dict[str, dict], int]:
+    """Multi-node: which hosts roll back together, and the play's batch size (`serial`).
+
+    A group's ranks run one model: they stop together, start their releases together and are verified as
+    one. Each host's group comes from the record it goes back to (`node`, written by `selfhost render`), or
+    from its current one when it keeps no target (the playbook then refuses the whole group). Returns
+    host → {group, rank, members} for grouped hosts, and the batch size: the group size (inventory order
+    forms the groups, and Ansible batches in inventory order), 1 without groups. Refuses (ConfigError, naming
+    the fix) a selection that holds part of a group, records that disagree on a group, or a mix of sizes."""
+    nodes: dict[str, dict] = {}
+    for host, info in infos.items():
+        kept = info.get(name) or {}
+        records = kept.get("records") or {}
+        record = records.get(targets.get(host) or "") or records.get((kept.get("current") or {}).get("release") or "")
+        node = (record or {}).get("node")
+        if node:
+            nodes[host] = {"group": node["group"], "rank": node["rank"], "members": list(node["members"])}
+    if not nodes:
+        return {}, 1
+    for host, node in nodes.items():
+        members = node["members"]
+        missing = [m for m in members if m not in infos]
+        if missing:
+            raise ConfigError(
+                f"{host} is rank {node['rank']} of replica {node['group']} ({', '.join(members)}): the ranks of a "
+                f"replica run one model and roll back together, but {', '.join(missing)} is not selected",
+                fix=f"pass --host {','.join(members)} (every rank of the replica), or drop --host")
+        disagree = [m for m in members if (nodes.get(m) or {}).get("members") != members]
+        if disagree:
+            raise ConfigError(
+                f"the releases {host} and {', '.join(disagree)} would go back to place them in different groups",
+                fix="roll back with --to a release the whole replica kept (see `selfhost status`), or deploy again")
+    sizes = {len(n["members"]) for n in nodes.values()}
+    ordered = [h for h in order if h in infos]
+    if len(nodes) != len(infos) or len(sizes) != 1 or any(
+            ordered[i:i + len(n["members"])] != n["members"]
+            for i, h in enumerate(ordered) if (n := nodes[h])["rank"] == 0):
+        raise ConfigError("the selected hosts mix replicas of different sizes or out of inventory order "
+                          f"({', '.join(ordered)}), so they cannot be rolled back one replica at a time",
+                          fix="roll back one replica at a time: pass --host with the ranks of one replica")
+    return nodes, sizes.pop()
 
 
 def _flat(record: dict) -> dict:
@@ -168,18 +218,21 @@ def append_audit(bundle: Path, result: runner.DeployResult, *, invocation: dict,
 
 # ---------------------------------------------------------------- bundles and reads
 
-def ops_bundle(site: Site, out: Path) -> Path:
+def ops_bundle(site: Site, out: Path, *, serving: list[str] | None = None) -> Path:
     """A bundle with no plan: the packaged playbooks, the site inventory and site-level vars only.
 
     Site-level includes the fleet (`selfhost_fleet`, the same value `render` puts in a plan bundle): a
     fleet's one key set is rotated on its first host and copied to every host, which the gateway role
-    can only do when it knows the fleet."""
+    can only do when it knows the fleet. serving: the hosts that serve the API when replicas span hosts
+    (`serving_hosts`, read from the hosts' records; the site alone cannot tell): only they are fleet members."""
     from toolkit.render import bundle as r
 
     r._refuse_secrets(site)
     s = site.settings
-    fleet = r.fleet_vars(site)
+    fleet = r.fleet_vars(site, serving)
     extravars = {"selfhost_verify_egress_probe": s.selfhost_verify_egress_probe,
+                 # keys written before labels (value 1) carry it; `keys`/`rotate-keys` list and match them by it
+                 "selfhost_gateway_caller_label": s.selfhost_router_caller_label,
                  **({"selfhost_fleet": fleet.model_dump(mode="json")} if fleet else {})}
     contents = {
         "inventory/hosts.yml": r.HEADER + r._yaml(r._inventory(site)),
@@ -190,6 +243,21 @@ def ops_bundle(site: Site, out: Path) -> Path:
                 + r._yaml({"site": str(site.path), "kind": "ops"}),
     }
     return r._write_atomically(Path(out), contents)
+
+
+def serving_hosts(infos: dict[str, dict], name: str) -> list[str] | None:
+    """The hosts whose current release of `name` serves the API (one with a gateway): rank 0 of each multi-node
+    group, read from the server spec the host recorded (its node-rank label). None when no host runs a headless
+    rank (one-host replicas: every host serves)."""
+    ranks = {h: _node_rank((info.get(name) or {}).get("current") or {}) for h, info in infos.items()}
+    if all(r in (None, "0") for r in ranks.values()):
+        return None
+    return [h for h, r in ranks.items() if r in (None, "0")]
+
+
+def _node_rank(record: dict) -> str | None:
+    rank = ((record.get("vllm") or {}).get("labels") or {}).get(NODE_RANK_LABEL)
+    return None if rank is None else str(rank)  # str(): a record may hold 0 for "0" (see _flat)
 
 
 def read_releases(bundle: Path, *, invocation: dict, name: str | None = None,

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from toolkit.deploy import readout
 from toolkit.plan.vllm_args import argv_flags
 from toolkit.render import monitoring as m
+from toolkit.render.multinode import NODE_RANK_LABEL
 
 FACT = readout.Fact(playbook="status.yml", var="_selfhost_status", kind=dict, nothing="status reported nothing")
 SAMPLE_S = 3.0
@@ -139,16 +140,22 @@ class HostStatus:
     restarts: int | None = None
     gateway_state: str | None = None
     gateway_health: str | None = None
+    node_rank: int | None = None
+    """Multi-node replicas: the server's node rank (its label); a headless rank (not 0) has no gateway nor HTTP API."""
     gpus: list[Gpu] = field(default_factory=list)
     metrics: Metrics | None = None
     error: str | None = None
     """Why something could not be read (unreachable, no metrics)."""
 
     @property
+    def headless(self) -> bool:
+        return self.node_rank not in (None, 0)
+
+    @property
     def ok(self) -> bool:
-        """Serving: server running and healthy, gateway running and healthy."""
+        """Serving: server running and healthy, gateway running and healthy (a headless rank has no gateway)."""
         return (self.reachable and self.state == "running" and self.health == "healthy"
-                and self.gateway_state == "running" and self.gateway_health in ("healthy", None))
+                and (self.headless or (self.gateway_state == "running" and self.gateway_health in ("healthy", None))))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -200,10 +207,12 @@ def shape_host(host: str, raw: dict[str, Any], *, now: float | None = None) -> H
         st.model = flags.get("--model") or flags.get("(arg0)")
         st.revision = flags.get("--revision")
         st.plan_digest = labels.get("org.selfhost.plan-digest")
+        rank = str(labels.get(NODE_RANK_LABEL, ""))
+        st.node_rank = int(rank) if rank.isdigit() else None
         st.started_at = state.get("StartedAt")
     gateway = raw.get("gateway") or {}
     gstate = gateway.get("State") or {}
-    st.gateway_state = gstate.get("Status") if gateway else "missing"
+    st.gateway_state = gstate.get("Status") if gateway else (None if st.headless else "missing")
     st.gateway_health = (gstate.get("Health") or {}).get("Status")
     st.gpus = _gpus(raw.get("gpus") or [])
     sample_t = None
@@ -217,7 +226,7 @@ def shape_host(host: str, raw: dict[str, Any], *, now: float | None = None) -> H
             st.metrics = shape_metrics(parse_prometheus(first["text"]), parse_prometheus(second["text"]), window)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             st.error = f"could not read /metrics: {exc}"
-    elif st.state == "running":
+    elif st.state == "running" and not st.headless:  # a headless rank serves no /metrics
         st.error = "could not read /metrics: " + (" ".join(str(raw.get("metrics_error") or "no output").split()) or "no output")
     started = parse_docker_time(st.started_at)
     if started is not None and st.state == "running":
@@ -239,25 +248,36 @@ def shape(answers: dict[str, Any]) -> list[HostStatus]:
 class FleetView:
     """A fleet deployment seen whole: how many replicas serve, and where the traffic went."""
     healthy: int
-    """Replicas serving now (server running and healthy, gateway up)."""
+    """Replicas serving now (every host of it: server running and healthy; the serving host's gateway up)."""
     total: int
-    """Replicas of the deployment (hosts asked)."""
+    """Replicas of the deployment that were asked (a multi-node group is one replica)."""
     served: dict[str, float | None]
-    """Host → requests its own server finished (vllm:request_success_total); None: not read."""
+    """Serving host (rank 0 of a group) → requests its server finished (vllm:request_success_total);
+    None: not read."""
     share_pct: dict[str, float | None]
-    """Host → its part of all finished requests, in percent."""
+    """Serving host → its replica's part of all finished requests, in percent."""
+    replicas: dict[str, list[str]] = field(default_factory=dict)
+    """Serving host → every host of its replica in rank order (itself alone for a one-host replica)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def fleet_view(statuses: list[HostStatus]) -> FleetView:
+def fleet_view(statuses: list[HostStatus], replicas: list[list[str]] | None = None) -> FleetView:
     """Replicas healthy / total, and each replica's finished requests (every gateway of a fleet balances over
-    all of them, so this is where the fleet's traffic went)."""
-    served = {s.host: (s.metrics.requests_finished_total if s.metrics else None) for s in statuses}
+    all of them, so this is where the fleet's traffic went).
+
+    replicas: the hosts of each multi-node group, rank 0 first (`replica_groups`); None: each host is one. A
+    group counts once: healthy when each of its hosts is, its traffic is its rank 0's (the only API server)."""
+    by_host = {s.host: s for s in statuses}
+    groups = [g for g in (replicas or [[s.host] for s in statuses]) if any(h in by_host for h in g)]
+    served = {g[0]: (by_host[g[0]].metrics.requests_finished_total
+                     if g[0] in by_host and by_host[g[0]].metrics else None) for g in groups}
     known = sum(v for v in served.values() if v)
     share = {h: (round(100 * v / known, 1) if v is not None and known else None) for h, v in served.items()}
-    return FleetView(healthy=sum(1 for s in statuses if s.ok), total=len(statuses), served=served, share_pct=share)
+    healthy = sum(1 for g in groups if all(h in by_host and by_host[h].ok for h in g))
+    return FleetView(healthy=healthy, total=len(groups), served=served, share_pct=share,
+                     replicas={g[0]: list(g) for g in groups})
 
 
 def is_fleet(bundle: Path) -> bool:
@@ -267,6 +287,18 @@ def is_fleet(bundle: Path) -> bool:
     except OSError:
         return False
     return re.search(r"^selfhost_fleet:", text, re.M) is not None
+
+
+def replica_groups(bundle: Path) -> list[list[str]] | None:
+    """The hosts of each multi-node replica (rank order) from the bundle's extravars; None for one-host replicas."""
+    from toolkit.render.bundle import load_vars
+
+    try:
+        extravars = load_vars((Path(bundle) / "env" / "extravars").read_text()) or {}
+    except OSError:
+        return None
+    mn = extravars.get("selfhost_multinode")
+    return [[mb["name"] for mb in g["members"]] for g in mn["groups"]] if mn else None
 
 
 def gather(bundle: Path, hosts: list[str], *, limit: str | None = None, sample_s: float = SAMPLE_S) -> list[HostStatus]:

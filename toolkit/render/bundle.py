@@ -116,7 +116,8 @@ def load_router(plan: Plan, site: Site) -> router_deploy.SiteRouter | None:
     """The site's router policy (SITE/router/policy.yaml), validated whole; None: the site runs no router."""
     return router_deploy.load(site.path, name=plan.name, vllm_container=f"{plan.name}-vllm", vllm_port=plan.vllm.port,
                               served_model_name=plan.vllm.served_model_name,
-                              multi_host_fleet=site.settings.selfhost_fleet)
+                              multi_host_fleet=site.settings.selfhost_fleet,
+                              adapter_names=tuple(a.name for a in plan.adapters))
 
 
 def record_last_bundle(site: Site, bundle: Path) -> None:
@@ -217,8 +218,9 @@ def build_vars(plan: Plan, site: Site, *, weights: Path, images: dict[str, Image
                                       "/_gateway/health"],
         selfhost_gateway_config="files/gateway/nginx.conf",
         selfhost_gateway_max_body=s.selfhost_gateway_max_body,
+        selfhost_gateway_caller_label=router_deploy.checked_label(s.selfhost_router_caller_label),
         selfhost_tls=tls,
-        selfhost_fleet=fleet_vars(site),
+        selfhost_fleet=fleet_vars(site, multinode.serving_hosts(node_groups)),
         selfhost_router=(router_deploy.router_vars(router, name=name, root=s.selfhost_root, image=images["router"],
                                                    caller_label=s.selfhost_router_caller_label)
                          if router is not None else None),
@@ -239,15 +241,22 @@ def fleet_ssl_name(site: Site) -> str:
     return FLEET_SAN if site.settings.selfhost_tls_mode == "internal-ca" else site.hosts[0].name
 
 
-def fleet_vars(site: Site) -> FleetVars | None:
-    """The fleet upstream (every host's replica) when the site turns `selfhost_fleet` on; else None."""
+def fleet_vars(site: Site, serving: list[str] | None = None) -> FleetVars | None:
+    """The fleet upstream (every replica) when the site turns `selfhost_fleet` on; else None.
+
+    serving: the hosts that serve the API when replicas span hosts (rank 0 of each multi-node group, in
+    inventory order: `multinode.serving_hosts`, or read back from the hosts' release records by the ops
+    commands); they alone are members, and their peer address falls back to the private network's
+    (selfhost_private_addresses). None: every host is a replica of its own."""
     s = site.settings
     if not s.selfhost_fleet:
         return None
-    peers = s.selfhost_fleet_peers or {}
+    peers, private = s.selfhost_fleet_peers or {}, (s.selfhost_private_addresses or {}) if serving else {}
+    hosts = [h for h in site.hosts if serving is None or h.name in serving]
     return FleetVars(
-        members=[FleetMember(name=h.name, address=peers.get(h.name) or h.address or h.name) for h in site.hosts],
-        first_host=site.hosts[0].name, port=s.selfhost_fleet_port, policy=s.selfhost_fleet_policy,
+        members=[FleetMember(name=h.name, address=peers.get(h.name) or private.get(h.name) or h.address or h.name)
+                 for h in hosts],
+        first_host=hosts[0].name, port=s.selfhost_fleet_port, policy=s.selfhost_fleet_policy,
         hash_header=s.selfhost_fleet_hash_header, max_fails=s.selfhost_fleet_max_fails,
         fail_timeout_s=s.selfhost_fleet_fail_timeout_s, tries=s.selfhost_fleet_tries, ssl_name=fleet_ssl_name(site))
 
@@ -354,7 +363,7 @@ def gateway_context(dv: DeployVars) -> dict:
             "upstream": (f"127.0.0.1:{dv.selfhost_vllm_port}" if host_net
                          else f"{dv.selfhost_vllm_container}:{dv.selfhost_vllm_port}"), "fleet": dv.selfhost_fleet,
             "fleet_balance": fleet_balance(dv.selfhost_fleet), "closed": closed_locations(dv),
-            "routes": router_routes(dv)}
+            "routes": router_routes(dv), "caller_default": json.dumps(dv.selfhost_gateway_caller_label)}
 
 
 def router_routes(dv: DeployVars) -> list[dict]:
@@ -367,7 +376,8 @@ def router_routes(dv: DeployVars) -> list[dict]:
         return []
     return [{"prefix": "/v1/", "upstream": f"{r.container}:{r.port}",
              "why": "The OpenAI API goes through the hybrid router: it decides local or remote under the site's policy.",
-             "headers": [{"name": "X-Selfhost-Caller", "value": json.dumps(r.caller_label)}],
+             # The caller label of the request's API key (nginx.conf's `$selfhost_caller` map), never the client's.
+             "headers": [{"name": "X-Selfhost-Caller", "value": "$selfhost_caller"}],
              "include": f"{dv.selfhost_gateway_mount}/{r.gateway_include}"}]
 
 
@@ -568,6 +578,13 @@ def _contents(plan: Plan, site: Site, dv: DeployVars, templates: Templates, weig
     ctx = template_context(plan, site, dv)
     outputs = template_outputs(plan.hardware.device, fleet=dv.selfhost_fleet is not None)
     files = {f"files/{dest}": templates.render(name, ctx) for dest, name in outputs.items()}
+    if not re.search(r"\bmap\s+\$selfhost_api_key_ok\s+\$selfhost_caller\s*\{", files["files/gateway/nginx.conf"]):
+        # Keys files map each key to its caller label now: a gateway template that still checks for 1 would
+        # refuse every key deploy creates (and could not send the router a caller).
+        raise RenderError(f"{templates.source(outputs['gateway/nginx.conf'])}: the gateway template predates API key "
+                          "labels (no $selfhost_caller map)",
+                          fix="selfhost templates diff -i SITE, then take the packaged map and key check "
+                              "(templates/README.md, api-keys.conf)")
     files["files/docker/compose.yaml"] = server.compose_file(dv)  # serialized from selfhost_server, not templated
     files["files/vllm/vllm.env"] = server.env_file(dv)
     files["files/weights.sha256"] = weights_manifest

@@ -179,6 +179,26 @@ class NodeGroup(Strict):
     """The group's hosts in rank order."""
 
 
+class InfinibandVars(Strict):
+    """InfiniBand/RoCE for NCCL between a group's nodes (site `selfhost_infiniband`). Everything but the HCAs is
+    decided here; the selfhost_vllm role applies it to a rank's container when `mode` is `on`, or `auto` and the
+    preflight probe found an active RDMA port and /dev/infiniband on every node of the group, and sets
+    `hca_env` to exactly the active ports it found there (`=mlx5_0:1,mlx5_1:1`)."""
+
+    mode: Literal["auto", "on", "off"] = "auto"
+    """`on`: required (the preflight fails a node without); `off`: never (NCCL_IB_DISABLE=1 in the spec)."""
+    devices: list[str] = ["/dev/infiniband:/dev/infiniband:rwm"]
+    """The RDMA device nodes (uverbs*, rdma_cm) passed into the container."""
+    ulimits: list[str] = ["memlock:-1:-1"]
+    """Unlimited locked memory: RDMA registers (pins) NCCL's buffers."""
+    capabilities: list[str] = ["IPC_LOCK"]
+    """Lets the server lock memory beyond the ulimit too."""
+    env: dict[str, str] = {"NCCL_IB_DISABLE": "0"}
+    """Environment added with InfiniBand on (NCCL_SOCKET_IFNAME stays the private interface: bootstrap)."""
+    hca_env: str = "NCCL_IB_HCA"
+    """The variable set to the active ports found on the host (`=`: exact names, no prefix match)."""
+
+
 class MultiNodeVars(Strict):
     """A replica spans `hosts_per_replica` hosts (vLLM multi-node, mp backend, one container per host)."""
 
@@ -188,10 +208,16 @@ class MultiNodeVars(Strict):
     """Private network interface of every node (GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME)."""
     master_port: int
     """Rank 0's torch.distributed port (`--master-port`)."""
+    guard_port: int = 29600
+    """The group guard's TCP port on every node's private address (preflight checks it is free)."""
+    guard_timeout_s: int = 30
+    """Seconds a rank may be unreachable before the group guard restarts the whole group."""
     egress_uid: int
     """Uid the server runs as: the host firewall's OUTPUT rules match its packets (`-m owner`)."""
     egress_chain: str
     """iptables chain holding the rules (jumped to from OUTPUT for `egress_uid`)."""
+    infiniband: InfinibandVars = Field(default_factory=InfinibandVars)
+    """InfiniBand/RoCE settings of the rank containers (applied by the role where the group has it)."""
 
 
 class NodeVars(Strict):
@@ -212,6 +238,13 @@ class NodeVars(Strict):
     egress_rules: dict[str, list[list[str]]]
     """`iptables` / `ip6tables` → the chain's rules in `-S` form (loopback, replies, the group's peers, then
     reject): the role makes the chain hold exactly these."""
+    egress_chain: str
+    """The chain's name (MultiNodeVars.egress_chain): kept here so a release record re-applies its own rules."""
+    egress_uid: int
+    """The server's uid the OUTPUT jump matches (MultiNodeVars.egress_uid)."""
+    egress_restore: dict[str, str]
+    """`iptables` / `ip6tables` → the chain and its OUTPUT jump as an iptables-restore file: the role writes it
+    where the selfhost-egress boot unit restores it before Docker starts the server after a reboot."""
 
 
 class ServerSpec(Strict):
@@ -287,6 +320,17 @@ class ReleaseInfo(Strict):
     """`internal` and `edge` Docker network names."""
     systemd_unit: str
     """Boot unit name."""
+    node: dict | None = None
+    """Multi-node: this host's `selfhost_node` (NodeVars: group, rank, members, firewall rules), so a rollback
+    knows which hosts roll back together and re-applies the release's own firewall rules. Absent otherwise."""
+
+    @model_serializer(mode="wrap")
+    def _omit_without_node(self, handler):
+        """One-host records serialise exactly as before the field existed (golden bundles, release ids)."""
+        data = handler(self)
+        if self.node is None and isinstance(data, dict):
+            data.pop("node", None)
+        return data
 
 
 class DeployVars(Strict):
@@ -399,6 +443,9 @@ class DeployVars(Strict):
     """Rendered gateway (nginx) configuration, relative to the bundle root; installed as `selfhost_gateway_mount`/nginx.conf."""
     selfhost_gateway_max_body: str = "4m"
     """Request size limit at the gateway."""
+    selfhost_gateway_caller_label: str = "default"
+    """Caller label of the API key deploy creates, and of keys written before labels (value 1): the site's
+    `selfhost_router_caller_label`. `selfhost keys add --label` issues keys with other labels."""
     selfhost_tls: TlsConfig
     """Certificate source."""
     selfhost_fleet: FleetVars | None = None

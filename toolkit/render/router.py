@@ -57,8 +57,9 @@ def policy_file(site_path: Path) -> Path:
 
 
 def load(site_path: Path, *, name: str, vllm_container: str, vllm_port: int, served_model_name: str,
-         multi_host_fleet: bool = False) -> SiteRouter | None:
-    """The site's router policy, validated whole; None when the site has none."""
+         multi_host_fleet: bool = False, adapter_names: tuple[str, ...] = ()) -> SiteRouter | None:
+    """The site's router policy, validated whole; None when the site has none. `adapter_names`: the LoRA
+    adapters the plan serves (a caller's model allow-list may name them)."""
     path = policy_file(site_path)
     if not path.is_file():
         return None
@@ -108,10 +109,24 @@ def load(site_path: Path, *, name: str, vllm_container: str, vllm_port: int, ser
     from router.policy import PolicyError, parse_policy  # the router's own schema: pydantic + YAML only
 
     try:
-        parse_policy(policy, source=where)
+        parsed = parse_policy(policy, source=where)
     except PolicyError as e:
         raise RenderError(str(e)) from None
+    _check_allow_list(parsed, (served_model_name, *adapter_names), where)
     return SiteRouter(policy=policy, remote_key=remote_key, egress=egress)
+
+
+def _check_allow_list(policy, served: tuple[str, ...], where: str) -> None:
+    """Every name in `callers.models` is one a client can ask this deployment for: a name nothing serves
+    would read as allowed and answer 404, so a typo stops render instead."""
+    if policy.callers.models is None:
+        return
+    known = {*served, policy.difficulty.alias, *(policy.remote.aliases if policy.remote else {}), "*"}
+    for caller, names in policy.callers.models.items():
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise RenderError(f"{where}: callers.models.{caller}: {', '.join(map(repr, unknown))} is not served here",
+                              fix="name the served model, an adapter or an alias: " + ", ".join(sorted(known - {"*"})))
 
 
 def _key_file(folder: Path, name: str, where: str) -> Path:
@@ -145,10 +160,26 @@ def _target(url: object, where: str) -> EgressTarget:
     return EgressTarget(host=parts.hostname, port=port)
 
 
+def checked_label(label: str) -> str:
+    """The site's default caller label, checked: the router's rule, and not 0/1 (nginx.conf's "no key" and
+    "site default" values in the keys map)."""
+    if not LABEL_RE.match(label) or label in ("0", "1"):
+        raise RenderError(f"selfhost_router_caller_label {label!r}: letters, digits and ._:@/- only (not 0 or 1)")
+    return label
+
+
 def router_vars(site_router: SiteRouter, *, name: str, root: str, image: ImageArtifact, caller_label: str) -> RouterVars:
     """What roles/selfhost_router and the gateway template get."""
-    if not LABEL_RE.match(caller_label):
-        raise RenderError(f"selfhost_router_caller_label {caller_label!r}: letters, digits and ._:@/- only")
+    checked_label(caller_label)
+    from router.policy import parse_policy
+
+    policy = parse_policy(site_router.policy)
+    if not policy.callers.may_use(caller_label, policy.local.default_model):
+        # deploy's verify asks for the served model with a key of the site's default label
+        raise RenderError(f"{policy_file(Path('SITE'))}: callers.models: the site's default label {caller_label!r} "
+                          f"may not use the served model {policy.local.default_model!r}; deploy verifies with it",
+                          fix=f"add {policy.local.default_model!r} to its list (or to \"*\"), or set "
+                              "selfhost_router_caller_label to a label that may")
     container = f"{name}-router"
     return RouterVars(
         container=container,

@@ -64,8 +64,9 @@ def server_spec(dv: DeployVars) -> ServerSpec:
     )
 
 
-def release_info(dv: DeployVars, spec: ServerSpec) -> ReleaseInfo:
-    """The release record minus the spec; its id is the content hash of the whole record."""
+def release_info(dv: DeployVars, spec: ServerSpec, node: dict | None = None) -> ReleaseInfo:
+    """The release record minus the spec; its id is the content hash of the whole record.
+    node: a multi-node host's `selfhost_node` (its group and firewall rules), kept in its record."""
     body = {
         "record_schema": RECORD_SCHEMA,
         "name": dv.selfhost_name,
@@ -79,6 +80,7 @@ def release_info(dv: DeployVars, spec: ServerSpec) -> ReleaseInfo:
                     "port": dv.selfhost_gateway_port},
         "networks": {"internal": dv.selfhost_network_internal, "edge": dv.selfhost_network_edge},
         "systemd_unit": dv.selfhost_systemd_unit,
+        **({"node": node} if node else {}),
     }
     whole = json.dumps({**body, "vllm": spec.model_dump(mode="json")}, sort_keys=True)
     return ReleaseInfo(release=hashlib.sha256(whole.encode()).hexdigest()[:16], **body)

@@ -154,7 +154,8 @@ class SiteSettings(Strict):
     selfhost_runtime_driver_package: str | None = None
     """NVIDIA driver package to install and hold on GPU hosts (e.g. nvidia-driver-550-server)."""
     selfhost_fleet: bool = False
-    """One endpoint for the fleet: every host's gateway balances over every host's server (README "Fleet")."""
+    """One endpoint for the fleet: every host's gateway balances over every host's server (README "Fleet"); with
+    multi-node replicas, every group's rank 0 over every group's rank 0."""
     selfhost_fleet_policy: Literal["least_conn", "round_robin", "hash"] = "least_conn"
     """How a gateway picks a replica: fewest active requests, in turn, or a consistent hash of a client header."""
     selfhost_fleet_hash_header: str = "X-Session-Id"
@@ -162,7 +163,8 @@ class SiteSettings(Strict):
     selfhost_fleet_port: int = 8444
     """Peer listener on each host (TLS + fleet secret) that proxies only to that host's own server."""
     selfhost_fleet_peers: dict[str, str] | None = None
-    """Inventory host → private address the peers use; None = each host's ansible_host."""
+    """Inventory host → private address the peers use; None = each host's ansible_host (multi-node groups: their
+    rank 0's selfhost_private_addresses entry first)."""
     selfhost_fleet_max_fails: int = 1
     """Failed tries within `fail_timeout_s` that take a replica out of rotation (passive health check)."""
     selfhost_fleet_fail_timeout_s: int = 10
@@ -177,6 +179,14 @@ class SiteSettings(Strict):
     """Multi-node: the network interface of that private network on every node (GLOO/NCCL_SOCKET_IFNAME)."""
     selfhost_multinode_master_port: int = 29500
     """Multi-node: rank 0's torch.distributed port (`--master-port`)."""
+    selfhost_multinode_guard_port: int = 29600
+    """Multi-node: TCP port of the group guard on every node's private address (heartbeats between the ranks)."""
+    selfhost_multinode_guard_timeout_s: int = 30
+    """Multi-node: seconds a rank may stay unreachable before the whole group restarts (a rank whose container
+    restarts makes the group restart at once)."""
+    selfhost_infiniband: Literal["auto", "on", "off"] = "auto"
+    """Multi-node: InfiniBand/RoCE for NCCL between a group's nodes. auto: used when the preflight finds an active
+    RDMA port and /dev/infiniband on every node of the group; on: required (preflight fails without); off: never."""
 
     @field_validator("*", mode="after")
     @classmethod
@@ -265,11 +275,31 @@ class SiteSettings(Strict):
             raise ValueError("must be a network interface name like eth1 or ens5f0")
         return v
 
-    @field_validator("selfhost_multinode_master_port")
+    @field_validator("selfhost_infiniband", mode="before")
+    @classmethod
+    def _infiniband_yaml_bool(cls, v):
+        """YAML reads a bare `on` / `off` as true / false: take them as the words they were written as."""
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+    @field_validator("selfhost_multinode_master_port", "selfhost_multinode_guard_port")
     @classmethod
     def _master_port(cls, v: int) -> int:
         if not 1024 <= v <= 65535:
             raise ValueError("must be from 1024 to 65535")
+        return v
+
+    @field_validator("selfhost_multinode_guard_port")
+    @classmethod
+    def _guard_port(cls, v: int, info) -> int:
+        if v == info.data.get("selfhost_multinode_master_port"):
+            raise ValueError("must differ from selfhost_multinode_master_port")
+        return v
+
+    @field_validator("selfhost_multinode_guard_timeout_s")
+    @classmethod
+    def _guard_timeout(cls, v: int) -> int:
+        if not 5 <= v <= 3600:
+            raise ValueError("must be from 5 to 3600 seconds")
         return v
 
     @field_validator("selfhost_gateway_max_body")
