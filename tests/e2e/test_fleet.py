@@ -146,7 +146,7 @@ def test_fleet_wide_rotation_without_a_failed_request(fleet):
         try:
             for line in proc.stdout:
                 lines.append(line)
-                m = re.match(r"^\s*(\S+): ([0-9A-Za-z._~+/-]{16,})\s*$", line)
+                m = re.match(r"^\s*(\S+)(?: \[[^\]]+\])?: ([0-9A-Za-z._~+/-]{16,})\s*$", line)  # "host [label]: key"
                 if m and not switched_at:  # the keys block shown before the grace window
                     shown[m.group(1)] = m.group(2)
                 if "switch your clients now" in line and shown and not switched_at:

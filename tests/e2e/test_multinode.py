@@ -17,10 +17,10 @@ import json
 import time
 
 import pytest
-import yaml
 
 from tests.e2e.conftest import ROOT, gateway_request, print_changes, selfhost_cli, site_variant, wait_healthy
 from toolkit.deploy import runner as deployer
+from toolkit.render.bundle import load_vars
 
 pytestmark = pytest.mark.e2e
 
@@ -80,7 +80,8 @@ def test_render_lays_out_the_group(group):
     assert group["report"]["groups"] == [
         f"replica 1: {h1.name} (rank 0, {h1.ip}), {h2.name} (rank 1, {h2.ip}); master {h1.ip}:29500, "
         f"only {h1.name} behind its gateway"]
-    hv = {h.name: yaml.safe_load((group["bundle"] / "inventory" / "host_vars" / f"{h.name}.yml").read_text())
+    # load_vars: the guard's source in the entrypoint is written `!unsafe` (Ansible must not template it).
+    hv = {h.name: load_vars((group["bundle"] / "inventory" / "host_vars" / f"{h.name}.yml").read_text())
           for h in (h1, h2)}
     assert hv[h2.name]["selfhost_server"]["argv"][-1] == "--headless"
     assert hv[h1.name]["selfhost_node"]["rank"] == 0 and hv[h2.name]["selfhost_node"]["master_addr"] == h1.ip

@@ -27,7 +27,7 @@ _spec = importlib.util.spec_from_file_location("group_guard", GUARD)
 guard_module = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(guard_module)
 
-TIMEOUT = 1.0
+TIMEOUT = 2.0  # generous: a loaded CI machine must not look like a silent rank
 SERVER = [sys.executable, "-c", "import time; time.sleep(600)"]  # stands in for vLLM
 
 
@@ -111,7 +111,7 @@ def converged(ranks: list[Supervised], within: float = 15) -> str:
         "".join(r.log) for r in ranks))
 
 
-def stays(ranks: list[Supervised], gen: str, seconds: float = 2 * TIMEOUT) -> None:
+def stays(ranks: list[Supervised], gen: str, seconds: float = 1.5 * TIMEOUT) -> None:
     """No rank exits and the generation holds for `seconds` (no restart loop)."""
     exits = [list(r.exits) for r in ranks]
     time.sleep(seconds)
@@ -151,7 +151,7 @@ def test_a_silent_follower_restarts_the_group_after_the_timeout(group):
     while not r0.exits and time.monotonic() - t0 < 10:
         time.sleep(0.05)
     waited = time.monotonic() - t0
-    assert r0.exits == [guard_module.RESTART_CODE] and TIMEOUT <= waited < TIMEOUT + 2, waited
+    assert r0.exits == [guard_module.RESTART_CODE] and TIMEOUT <= waited < TIMEOUT + 3, waited
     r1.signal(signal.SIGCONT)  # back: it still holds the old generation, hears the new one, restarts
     new = converged(ranks)
     assert new != gen and r1.exits == [guard_module.RESTART_CODE]
@@ -166,8 +166,11 @@ def test_a_silent_rank_0_restarts_the_followers_after_the_timeout(group):
     while not r1.exits and time.monotonic() - t0 < 10:
         time.sleep(0.05)
     assert r1.exits == [guard_module.RESTART_CODE] and time.monotonic() - t0 >= TIMEOUT
-    time.sleep(0.5)
-    assert r1.status()["server"] == "waiting", "a follower starts its server only once it joined rank 0"
+    t1, view = time.monotonic(), None
+    while view is None and time.monotonic() - t1 < 10:  # the restarted guard listening again
+        view = r1.status()
+        time.sleep(0.1)
+    assert view and view["server"] == "waiting", "a follower starts its server only once it joined rank 0"
     r0.signal(signal.SIGCONT)  # rank 0 sees a member ask with no generation: the group restarts once
     new = converged(ranks)
     assert r0.exits == [guard_module.RESTART_CODE]
