@@ -149,19 +149,13 @@ def rotate_keys(*, name: str, invocation: dict, host: str | None, grace_s: int, 
     `serving`: multi-node replicas: the hosts with a gateway (rank 0 of each group); the runs are limited to
     them (a headless rank has no keys), and --host must name one of them.
     """
-    if fleet and host is not None:
-        raise ConfigError(f"rotate-keys --host {host}: {name} is a fleet with one key set shared by "
-                          f"{', '.join(fleet)}; rotating it on one host would break the others",
-                          fix="drop --host: the fleet's keys rotate on every host together")
-    if serving and host is not None and host not in serving:
-        raise ConfigError(f"rotate-keys --host {host}: {host} runs a headless rank of {name}: it has no gateway "
-                          "and no keys", fix=f"name the rank-0 host of its group (one of {', '.join(serving)})")
+    limit = _key_limit("rotate-keys", name, host, fleet, serving)
     extra = {**_base(invocation, name), "selfhost_rotation_id": rotation}
     where = f" on every host of the fleet ({', '.join(fleet)})" if fleet else ""
 
     def phase(which: str, title: str, **kw) -> Operation:
         return Operation(command="rotate-keys", playbook="rotate_keys.yml", title=title + where,
-                         steps=("lock", "gateway"), limit=host or (",".join(serving) if serving else None),
+                         steps=("lock", "gateway"), limit=limit,
                          extravars={**extra, "selfhost_rotation_phase": which}, **kw)
 
     return [phase("add", "rotate keys: add", fetch_keys=True, rotation=rotation),
