@@ -130,7 +130,8 @@ def routed(deployed_site, closed_api, e2e_images, tmp_path_factory):
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     finally:
         for h in hosts:  # the session site runs no router: the gateway went back to vLLM; drop the container
-            h.exec("docker", "rm", "-f", ctx["router"], check=False)
+            h.exec("docker", "rm", "-f", ctx["router"], check=False)  # and the allow-list kept for boot
+            h.exec("rm", "-f", f"/etc/selfhost/egress/{ctx['name']}.router.iptables", check=False)
         print(f"\n[e2e] router results: {json.dumps(RESULTS)}", flush=True)
 
 
@@ -282,6 +283,33 @@ def test_egress_only_to_the_closed_api(routed):
     assert not _in_container(routed, routed["router"], sentinel.url)
     rules = _text(routed["host"].exec("iptables", "-S").stdout)
     print("\n[e2e] router egress rules:\n" + "\n".join(r for r in rules.splitlines() if "SELFHOST-EGR" in r), flush=True)
+
+
+def test_allow_list_comes_back_like_at_boot(routed):
+    """An emulated reboot of the firewall: the kernel forgets the router's chain while the router runs (Docker
+    restarts it by its restart policy after a real reboot), so it can reach anything; the boot script the deploy
+    installed (SysV init on the test hosts, X-Start-Before: docker) reloads <name>.router.iptables, and the
+    router again reaches the closed API only. Boot ordering itself is not exercised."""
+    h, sentinel, api = routed["host"], routed["sentinel"], routed["closed_api"]
+    boot_file = f"/etc/selfhost/egress/{routed['name']}.router.iptables"
+    rules = _text(h.exec("cat", boot_file).stdout)
+    chain = next(line[1:].split()[0] for line in rules.splitlines() if line.startswith(":"))
+    assert "selfhost-egress" in _text(h.exec("sh", "-c", "ls /etc/rc2.d", check=False).stdout)
+    try:
+        h.exec("sh", "-c", f"sed -n 's/^-I \\([A-Z][A-Z-]*\\) 1 /\\1 /p' {boot_file} | while read -r p r; do "
+                           f"iptables -w -D \"$p\" $r; done; iptables -w -F {chain}; iptables -w -X {chain}")
+        assert _in_container(routed, routed["router"], sentinel.url), \
+            "without the chain the router has a route anywhere (the reboot gap this closes)"
+    finally:
+        t0 = time.monotonic()
+        boot = h.exec("/etc/init.d/selfhost-egress", "start", check=False)
+        RESULTS["router_boot_restore_s"] = round(time.monotonic() - t0, 2)
+    assert boot.returncode == 0, _text(boot.stdout) + _text(boot.stderr)
+    assert not _in_container(routed, routed["router"], sentinel.url)
+    assert _in_container(routed, routed["router"], f"http://{api['ip']}:{api['port']}/health")
+    h.exec("/etc/init.d/selfhost-egress", "start")  # again: still one jump from each parent
+    for parent in ("DOCKER-USER", "INPUT"):
+        assert _text(h.exec("iptables", "-w", "-S", parent).stdout).count(f"-j {chain}") == 1, parent
 
 
 def test_detector_failure_sends_nothing_out(routed):

@@ -41,11 +41,26 @@ def test_boot_units_start_before_docker_and_the_role_installs_them():
     init = (VLLM / "files" / "selfhost-egress.init").read_text()
     assert "# X-Start-Before:    docker" in init and "/usr/local/sbin/selfhost-egress-restore" in init
     boot = yaml.safe_load((VLLM / "tasks" / "egress_boot.yml").read_text())
-    whens = {t["name"]: t.get("when") for t in boot}
-    assert whens["Enable the boot unit (systemd)"] == "ansible_service_mgr == 'systemd'"
+    unit_tasks = yaml.safe_load((VLLM / "tasks" / "egress_boot_unit.yml").read_text())
+    whens = {t["name"]: t.get("when") for t in unit_tasks}
+    assert whens["Enable the boot unit (systemd)"][0] == "ansible_service_mgr == 'systemd'"
     assert whens["Enable the boot script (SysV init)"] == "ansible_service_mgr != 'systemd'"
+    assert any(t.get("ansible.builtin.import_tasks") == "egress_boot_unit.yml" for t in boot)
     write = next(t for t in boot if t["name"] == "Write the server's firewall rules for the next boot")
     assert write["loop"] == "{{ _selfhost_vllm_node.egress_restore | dict2items }}", "data from the render only"
     assert "egress_boot.yml" in (VLLM / "tasks" / "egress.yml").read_text()
     destroy = (ROOT / "playbooks" / "destroy.yml").read_text()
     assert '/etc/selfhost/egress/{{ selfhost_name }}.{{ item }}' in destroy
+    assert "loop: [iptables, ip6tables, router.iptables]" in destroy
+
+
+def test_the_router_keeps_its_allow_list_for_the_boot_unit():
+    """The router's egress chain is forgotten by a reboot too, while Docker restarts the router: its role
+    writes the same rules for the boot unit (egress_allow.py's BOOT_FILE) and installs that unit."""
+    router = yaml.safe_load((ROOT / "playbooks" / "roles" / "selfhost_router" / "tasks" / "main.yml").read_text())
+    allow = next(t for t in router if t["name"].startswith("Allow the egress network to reach only the closed API"))
+    assert "selfhost_name ~ '.router.iptables'" in allow["ansible.builtin.script"]["cmd"]
+    names = [t["name"] for t in router]
+    unit = next(t for t in router if "ansible.builtin.include_role" in t)
+    assert unit["ansible.builtin.include_role"] == {"name": "selfhost_vllm", "tasks_from": "egress_boot_unit.yml"}
+    assert names.index(unit["name"]) < names.index("Run the router"), "the unit is in place before the router runs"
