@@ -78,16 +78,7 @@ def lab(tmp_path_factory):
         _docker("network", "create", "--subnet", str(subnet), fleet_net)
         made["nets"].append(fleet_net)
         for h in addr:
-            gw = tmp / h
-            (gw / "tls").mkdir(parents=True)
-            shutil.copy(bundle.path / "files" / "gateway" / "nginx.conf", gw / "nginx.conf")
-            for f in ("api-keys.conf", "fleet-secret.conf"):
-                shutil.copy(shared / f, gw / f)
-            shutil.copy(site / "pki" / "ca.crt", gw / "tls" / "ca.crt")
-            shutil.copy(site / "pki" / "hosts" / f"{h}.crt", gw / "tls" / "server.crt")
-            shutil.copy(site / "pki" / "hosts" / f"{h}.key", gw / "tls" / "server.key")
-            for p in [gw, *gw.rglob("*")]:
-                p.chmod(0o755 if p.is_dir() else 0o644)
+            gw = _gateway_dir(tmp, h, bundle, shared, site)
             internal = f"selfhost-fleetgw-{tag}-{h}"
             _docker("network", "create", "--internal", internal)
             made["nets"].append(internal)
@@ -140,6 +131,22 @@ def _wait_up(lab):
             return
         time.sleep(0.5)
     raise AssertionError("gateways did not start: " + _docker("logs", _gw(lab, "gw-1"), check=False).stderr[-2000:])
+
+
+def _gateway_dir(tmp: Path, h: str, bundle, shared: Path, site: Path) -> Path:
+    """Host h's gateway directory as the role lays it out: the bundle's nginx.conf, the fleet's keys and peer
+    secret, the CA and h's certificate; world-readable (nginx's workers read it in the container)."""
+    gw = tmp / h
+    (gw / "tls").mkdir(parents=True)
+    shutil.copy(bundle.path / "files" / "gateway" / "nginx.conf", gw / "nginx.conf")
+    for f in ("api-keys.conf", "fleet-secret.conf"):
+        shutil.copy(shared / f, gw / f)
+    shutil.copy(site / "pki" / "ca.crt", gw / "tls" / "ca.crt")
+    shutil.copy(site / "pki" / "hosts" / f"{h}.crt", gw / "tls" / "server.crt")
+    shutil.copy(site / "pki" / "hosts" / f"{h}.key", gw / "tls" / "server.key")
+    for p in [gw, *gw.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return gw
 
 
 def test_one_endpoint_reaches_both_replicas(lab):
@@ -221,16 +228,7 @@ def groups_lab(tmp_path_factory):
         _docker("network", "create", "--subnet", str(subnet), net)
         made["nets"].append(net)
         for h, address in members.items():
-            gw = tmp / h
-            (gw / "tls").mkdir(parents=True)
-            shutil.copy(bundle.path / "files" / "gateway" / "nginx.conf", gw / "nginx.conf")
-            for f in ("api-keys.conf", "fleet-secret.conf"):
-                shutil.copy(shared / f, gw / f)
-            shutil.copy(site / "pki" / "ca.crt", gw / "tls" / "ca.crt")
-            shutil.copy(site / "pki" / "hosts" / f"{h}.crt", gw / "tls" / "server.crt")
-            shutil.copy(site / "pki" / "hosts" / f"{h}.key", gw / "tls" / "server.key")
-            for p in [gw, *gw.rglob("*")]:
-                p.chmod(0o755 if p.is_dir() else 0o644)
+            gw = _gateway_dir(tmp, h, bundle, shared, site)
             host = f"selfhost-fleetgw-{tag}-{h}-host"
             _docker("run", "-d", "--name", host, "--network", net, "--ip", address, "--entrypoint", "sleep",
                     APP_IMAGE, "infinity")

@@ -59,6 +59,17 @@ def parse(argv):
             "command": command}
 
 
+def read_message(sock):
+    """One JSON line (at most 64 KiB) from `sock`; ValueError when it is not JSON, None for an empty answer."""
+    data = b""
+    while not data.endswith(b"\n") and len(data) < 65536:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return json.loads(data.decode() or "null")
+
+
 def ask(address, port, message, timeout, source=None):
     """One request, one answer (a dict), or None when the peer cannot be reached or answers nonsense.
     `source`: the local address to speak from (a follower: its private address, which rank 0 checks)."""
@@ -70,13 +81,7 @@ def ask(address, port, message, timeout, source=None):
                 s.bind((source, 0))
             s.connect((address, port))
             s.sendall(json.dumps(message).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n") and len(data) < 65536:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        answer = json.loads(data.decode() or "null")
+            answer = read_message(s)
         return answer if isinstance(answer, dict) else None
     except (OSError, ValueError):
         return None
@@ -202,13 +207,7 @@ class Guard:
     def serve_one(self, conn):
         try:
             conn.settimeout(2)
-            data = b""
-            while not data.endswith(b"\n") and len(data) < 65536:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            msg = json.loads(data.decode() or "null")
+            msg = read_message(conn)
             answer = self.on_message(msg, conn.getpeername()[0]) if isinstance(msg, dict) else None
             if answer is not None:
                 conn.sendall(json.dumps(answer).encode() + b"\n")
