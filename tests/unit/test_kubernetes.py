@@ -11,7 +11,7 @@ import yaml
 from tests.unit.test_render import CASES, HOSTS, _site
 from toolkit.errors import ConfigError, RenderError
 from toolkit.plan.model import Plan
-from toolkit.render import bundle, kubernetes, monitoring
+from toolkit.render import bundle, kubernetes, kubernetes_objects, monitoring
 from toolkit.render.site import load_site
 
 DIGESTS = {"vllm": "sha256:" + "1" * 64, "gateway": "sha256:" + "2" * 64}
@@ -78,7 +78,7 @@ def test_server_container_is_the_server_spec(case, site):
         assert {e["name"]: e["value"] for e in c["env"]} == spec.env
         assert pod["spec"]["enableServiceLinks"] is False  # nothing injected into the environment
         role = pod["metadata"]["labels"].get("org.selfhost.role")
-        extra = kubernetes.multinode_args(worker=role == "worker") if role else []
+        extra = kubernetes_objects.multinode_args(worker=role == "worker") if role else []
         assert c["args"] == spec.argv + extra
     if case == "multi":
         leader, worker = (p["spec"]["containers"][0]["args"] for p in pods)
@@ -108,11 +108,11 @@ def test_workload_shape_gpus_shm_and_probes(case, kind, size, gpus, site):
         c = pod["spec"]["containers"][0]
         limits = c["resources"].get("limits", {})
         assert limits == ({"nvidia.com/gpu": str(gpus)} if gpus else {})
-        if not kubernetes.multi_host(plan) and gpus:
+        if not kubernetes_objects.multi_host(plan) and gpus:
             assert [d.count for d in dv.selfhost_server.device_requests] == [gpus]  # = Docker's GPU request
         vols = {v["name"]: v for v in pod["spec"]["volumes"]}
         assert vols["dshm"]["emptyDir"] == {"medium": "Memory",
-                                            "sizeLimit": kubernetes.quantity(dv.selfhost_vllm_shm_size)}
+                                            "sizeLimit": kubernetes_objects.quantity(dv.selfhost_vllm_shm_size)}
         assert vols["weights"]["persistentVolumeClaim"] == {"claimName": f"{plan.name}-weights", "readOnly": True}
         mounts = {m["name"]: m for m in c["volumeMounts"]}
         assert mounts["weights"] == {"name": "weights", "mountPath": dv.selfhost_vllm_model_mount, "readOnly": True}
@@ -128,17 +128,18 @@ def test_workload_shape_gpus_shm_and_probes(case, kind, size, gpus, site):
 
 
 def test_shm_sizes_follow_the_server_spec(site):
-    assert kubernetes.shm_size(_render(PLANS["single"](), site)[1]) == "4Gi"
-    assert kubernetes.shm_size(_render(PLANS["tp4"](), site)[1]) == "16Gi"  # host IPC on Docker: the decided size
-    assert kubernetes.shm_size(_render(PLANS["cpu"](), site)[1]) == "2Gi"
-    assert kubernetes.quantity("512m") == "512Mi"
+    assert kubernetes_objects.shm_size(_render(PLANS["single"](), site)[1]) == "4Gi"
+    # host IPC on Docker: the decided size
+    assert kubernetes_objects.shm_size(_render(PLANS["tp4"](), site)[1]) == "16Gi"
+    assert kubernetes_objects.shm_size(_render(PLANS["cpu"](), site)[1]) == "2Gi"
+    assert kubernetes_objects.quantity("512m") == "512Mi"
 
 
 def test_amd_gpus_request_amd_resource():
     plan = PLANS["single"]()
     amd = plan.model_copy(update={"hardware": plan.hardware.model_copy(update={"gpu": "MI300X"})})
-    assert kubernetes.gpu_resource(amd) == "amd.com/gpu"
-    assert kubernetes.gpu_resource(plan) == "nvidia.com/gpu"
+    assert kubernetes_objects.gpu_resource(amd) == "amd.com/gpu"
+    assert kubernetes_objects.gpu_resource(plan) == "nvidia.com/gpu"
 
 
 # ---------------------------------------------------------------- network policy semantics
@@ -152,9 +153,10 @@ def _pod_labels(plan, objs, group: int, worker: int) -> dict:
     """Labels a server pod carries at run time (the LWS controller adds its own)."""
     pod = _server_pods(objs)[0 if worker == 0 else -1]
     labels = dict(pod["metadata"]["labels"])
-    if kubernetes.multi_host(plan):
-        labels |= {f"{kubernetes.LWS}/name": f"{plan.name}-vllm", f"{kubernetes.LWS}/group-index": str(group),
-                   f"{kubernetes.LWS}/worker-index": str(worker)}
+    if kubernetes_objects.multi_host(plan):
+        lws = kubernetes_objects.LWS
+        labels |= {f"{lws}/name": f"{plan.name}-vllm", f"{lws}/group-index": str(group),
+                   f"{lws}/worker-index": str(worker)}
     return labels
 
 
@@ -179,13 +181,14 @@ def test_network_policy_denies_all_egress_but_the_groups(case, site):
                             for rule in p["spec"].get("egress", []) for peer in rule.get("to") or [None]]
             assert None not in egress_peers, "a rule without `to` allows every destination"
             for peer in egress_peers:
-                if peer == kubernetes.DNS_PEER:
-                    assert kubernetes.multi_host(plan), "a one-host replica needs no DNS"
+                if peer == kubernetes_objects.DNS_PEER:
+                    assert kubernetes_objects.multi_host(plan), "a one-host replica needs no DNS"
                     continue
                 assert set(peer) == {"podSelector"}, peer  # same namespace, pods only
                 # Every pod this peer selects is in my group: it names my group's index.
-                assert peer["podSelector"]["matchLabels"] == kubernetes.group_selector(kubernetes.Names(dv), g)
-            if not kubernetes.multi_host(plan):
+                assert peer["podSelector"]["matchLabels"] == kubernetes_objects.group_selector(
+                    kubernetes_objects.Names(dv), g)
+            if not kubernetes_objects.multi_host(plan):
                 assert egress_peers == []
             else:
                 others = [_pod_labels(plan, objs, h, 0) for h in groups if h != g]
@@ -199,10 +202,10 @@ def test_network_policy_denies_all_egress_but_the_groups(case, site):
                     assert rule.get("from"), "an ingress rule without `from` admits everyone"
                     for peer in rule["from"]:
                         ok = (_matches(peer.get("podSelector", {}), gateway_labels) and set(peer) == {"podSelector"}) \
-                            or peer.get("podSelector", {}).get("matchLabels") == kubernetes.group_selector(
-                                kubernetes.Names(dv), g) \
+                            or peer.get("podSelector", {}).get("matchLabels") == kubernetes_objects.group_selector(
+                                kubernetes_objects.Names(dv), g) \
                             or peer.get("namespaceSelector") == {"matchLabels": {
-                                "kubernetes.io/metadata.name": kubernetes.MONITORING_NAMESPACE}}
+                                "kubernetes.io/metadata.name": kubernetes_objects.MONITORING_NAMESPACE}}
                         assert ok, peer
 
 
@@ -210,7 +213,7 @@ def test_only_leaders_serve_and_the_service_selects_them(site):
     plan = PLANS["multi"]()
     _, dv, objs = _render(plan, site)
     svc = _one(objs, "Service", f"{plan.name}-server")
-    assert svc["spec"]["selector"][f"{kubernetes.LWS}/worker-index"] == "0"
+    assert svc["spec"]["selector"][f"{kubernetes_objects.LWS}/worker-index"] == "0"
     leader, worker = _server_pods(objs)
     assert "startupProbe" in leader["spec"]["containers"][0] and "startupProbe" not in worker["spec"]["containers"][0]
 
@@ -252,7 +255,7 @@ def test_gateway_config_is_the_ansible_one(site):
     ansible = bundle.Templates(site.templates_dir).render("gateway/nginx.conf.j2", bundle.template_context(plan, site, dv))
     diff = [(a, b) for a, b in zip(ansible.splitlines(), ours.splitlines()) if a != b]
     assert len(ansible.splitlines()) == len(ours.splitlines()) and len(diff) == 3, diff
-    assert f"resolver {kubernetes.KUBE_DNS} valid=10s ipv6=off;" in ours
+    assert f"resolver {kubernetes_objects.KUBE_DNS} valid=10s ipv6=off;" in ours
     assert f"set $selfhost_upstream http://{plan.name}-server.{plan.name}.svc.cluster.local:8000;" in ours
     gw = _one(objs, "Deployment", f"{plan.name}-gateway")["spec"]["template"]["spec"]
     assert gw["securityContext"]["runAsNonRoot"] is True
@@ -268,9 +271,10 @@ def test_monitoring_carries_the_same_alert_rules(case, site):
     assert rule["spec"] == monitoring.alerts_file(plan)
     pm = _one(objs, "PodMonitor")
     job = monitoring.jobs(plan)["server"]
-    assert pm["spec"]["jobLabel"] == kubernetes.JOB_LABEL and pm["spec"]["selector"]["matchLabels"][kubernetes.JOB_LABEL] == job
+    job_label = kubernetes_objects.JOB_LABEL
+    assert pm["spec"]["jobLabel"] == job_label and pm["spec"]["selector"]["matchLabels"][job_label] == job
     for pod in _server_pods(objs):
-        assert pod["metadata"]["labels"][kubernetes.JOB_LABEL] == job
+        assert pod["metadata"]["labels"][kubernetes_objects.JOB_LABEL] == job
     assert all(f'job="{job}"' in r["expr"] for r in rule["spec"]["groups"][0]["rules"]
                if "selfhost-" + plan.name + "-" not in r["expr"])
 

@@ -18,7 +18,7 @@ from tests.unit.test_kubernetes import DIGESTS, PLANS, _matches, _one, _pod_labe
 from tests.unit.test_render import HOSTS, _site
 from tests.unit.test_render_router import KEY, POLICY
 from toolkit.errors import ConfigError, RenderError
-from toolkit.render import kubernetes
+from toolkit.render import kubernetes, kubernetes_objects, kubernetes_router
 from toolkit.render.site import load_site
 
 ROUTER_DIGESTS = {**DIGESTS, "router": "sha256:" + "3" * 64}
@@ -81,7 +81,7 @@ def test_router_egress_allows_only_the_api_address_port_and_vllm(case, site):
         assert rule.get("ports"), "an egress rule without `ports` allows every port"
         ports = {(p["port"], p["protocol"]) for p in rule["ports"]}
         for peer in rule["to"]:
-            if peer == kubernetes.DNS_PEER:
+            if peer == kubernetes_objects.DNS_PEER:
                 assert ports == {(53, "UDP"), (53, "TCP")}
             elif "ipBlock" in peer:
                 assert set(peer) == {"ipBlock"} and set(peer["ipBlock"]) == {"cidr"}, peer  # no `except` games
@@ -91,7 +91,8 @@ def test_router_egress_allows_only_the_api_address_port_and_vllm(case, site):
                 seen_ip.add(str(net.network_address))
             else:
                 assert set(peer) == {"podSelector"}, peer  # this namespace's pods only
-                assert peer["podSelector"]["matchLabels"] == kubernetes.server_selector(plan, kubernetes.Names(dv))
+                assert peer["podSelector"]["matchLabels"] == kubernetes_objects.server_selector(
+                    plan, kubernetes_objects.Names(dv))
                 assert ports == {(dv.selfhost_vllm_port, "TCP")}
                 seen_vllm = True
     assert seen_ip == set(ADDRESSES[API_HOST]) and seen_vllm
@@ -101,7 +102,7 @@ def test_router_egress_allows_only_the_api_address_port_and_vllm(case, site):
     gateway = _one(objs, "Deployment", f"{plan.name}-gateway")["spec"]["template"]["metadata"]["labels"]
     assert all(_matches(sel, leader) and not _matches(sel, gateway) and not _matches(sel, router_labels)
                for sel in vllm_peers)
-    if kubernetes.multi_host(plan):  # headless ranks serve no HTTP: the router never needs them
+    if kubernetes_objects.multi_host(plan):  # headless ranks serve no HTTP: the router never needs them
         assert not any(_matches(sel, _pod_labels(plan, objs, 0, 1)) for sel in vllm_peers)
     # The closed API's name resolves only to the allowed addresses (no DNS answer can widen the list).
     aliases = _router_pod(objs, plan.name)["spec"]["hostAliases"]
@@ -113,7 +114,7 @@ def test_router_egress_allows_only_the_api_address_port_and_vllm(case, site):
 def test_vllm_still_reaches_nothing_but_its_group_and_only_gateway_and_router_reach_it(case, site):
     plan = PLANS[case]()
     _, dv, objs = _render(site, plan)
-    n = kubernetes.Names(dv)
+    n = kubernetes_objects.Names(dv)
     policies = [o for o in objs if o["kind"] == "NetworkPolicy"]
     router_labels = _router_pod(objs, plan.name)["metadata"]["labels"]
     gateway_labels = _one(objs, "Deployment", f"{plan.name}-gateway")["spec"]["template"]["metadata"]["labels"]
@@ -123,24 +124,24 @@ def test_vllm_still_reaches_nothing_but_its_group_and_only_gateway_and_router_re
             for rule in _egress_rules(policies, me):
                 for peer in rule["to"]:
                     assert "ipBlock" not in peer
-                    assert peer == kubernetes.DNS_PEER or peer["podSelector"]["matchLabels"] == \
-                        kubernetes.group_selector(n, g)
+                    assert peer == kubernetes_objects.DNS_PEER or peer["podSelector"]["matchLabels"] == \
+                        kubernetes_objects.group_selector(n, g)
                     assert not (set(peer) == {"podSelector"} and _matches(peer["podSelector"], router_labels))
-            if not kubernetes.multi_host(plan):
+            if not kubernetes_objects.multi_host(plan):
                 assert _egress_rules(policies, me) == []
     deny = _one(objs, "NetworkPolicy", f"{plan.name}-server-default-deny")
     (rule,) = deny["spec"]["ingress"]
-    assert [p["podSelector"]["matchLabels"] for p in rule["from"]] == [kubernetes.gateway_selector(n),
-                                                                      kubernetes.router_selector(n)]
+    assert [p["podSelector"]["matchLabels"] for p in rule["from"]] == [kubernetes_objects.gateway_selector(n),
+                                                                      kubernetes_router.router_selector(n)]
     assert _matches(rule["from"][0]["podSelector"], gateway_labels)
     assert _matches(rule["from"][1]["podSelector"], router_labels)
     # The router admits the gateway only; the gateway may reach the router's port.
     rp = _one(objs, "NetworkPolicy", f"{plan.name}-router")
     (ing,) = rp["spec"]["ingress"]
-    assert ing["from"] == [{"podSelector": {"matchLabels": kubernetes.gateway_selector(n)}}]
+    assert ing["from"] == [{"podSelector": {"matchLabels": kubernetes_objects.gateway_selector(n)}}]
     assert ing["ports"] == [{"port": dv.selfhost_router.port, "protocol": "TCP"}]
     gw_rules = _egress_rules(policies, gateway_labels)
-    assert any(r["to"] == [{"podSelector": {"matchLabels": kubernetes.router_selector(n)}}] for r in gw_rules)
+    assert any(r["to"] == [{"podSelector": {"matchLabels": kubernetes_router.router_selector(n)}}] for r in gw_rules)
     assert not any("ipBlock" in peer for r in gw_rules for peer in r["to"])
 
 
@@ -213,7 +214,7 @@ def test_router_pod_is_locked_down_pinned_and_keeps_its_audit_log(site):
     pvcs = {o["metadata"]["name"]: o for o in objs if o["kind"] == "PersistentVolumeClaim"}
     assert pvcs["llama-8b-router-audit"]["spec"]["accessModes"] == ["ReadWriteOnce"]
     svc = _one(objs, "Service", "llama-8b-router")
-    assert svc["spec"]["selector"] == kubernetes.router_selector(kubernetes.Names(dv))
+    assert svc["spec"]["selector"] == kubernetes_router.router_selector(kubernetes_objects.Names(dv))
 
 
 def test_no_router_secret_is_written(site):
