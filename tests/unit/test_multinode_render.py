@@ -175,3 +175,15 @@ def test_bad_guard_settings_are_refused(tmp_path, setting, message):
     hosts = dict(list(HOSTS.items())[:2])
     with pytest.raises(Exception, match=message):
         _render(tmp_path, gv=_gv(hosts) + setting + "\n")
+
+
+def test_a_router_with_a_replica_over_hosts_is_refused_before_anything_is_written(tmp_path):
+    """Rank 0 serves on the host network; the router sits on the deployment's internal Docker network: refused
+    with the fix named (Kubernetes, where the router reaches the LeaderWorkerSet's Service, is the way)."""
+    site = _site(tmp_path, dict(list(HOSTS.items())[:2]), _gv(dict(list(HOSTS.items())[:2])))
+    (site / "router").mkdir()
+    (site / "router" / "policy.yaml").write_text("remote: null\n")
+    with pytest.raises(RenderError) as e:
+        render(_pp2(), load_site(site), tmp_path / "out", weights_source=_weights(tmp_path))
+    assert "replica that spans hosts" in str(e.value) and "--target kubernetes" in e.value.fix
+    assert not (tmp_path / "out").exists()

@@ -117,6 +117,7 @@ def load_router(plan: Plan, site: Site) -> router_deploy.SiteRouter | None:
     return router_deploy.load(site.path, name=plan.name, vllm_container=f"{plan.name}-vllm", vllm_port=plan.vllm.port,
                               served_model_name=plan.vllm.served_model_name,
                               multi_host_fleet=site.settings.selfhost_fleet,
+                              spans_hosts=multinode.is_multinode(plan),
                               adapter_names=tuple(a.name for a in plan.adapters))
 
 

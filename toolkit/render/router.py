@@ -57,9 +57,12 @@ def policy_file(site_path: Path) -> Path:
 
 
 def load(site_path: Path, *, name: str, vllm_container: str, vllm_port: int, served_model_name: str,
-         multi_host_fleet: bool = False, adapter_names: tuple[str, ...] = ()) -> SiteRouter | None:
+         multi_host_fleet: bool = False, spans_hosts: bool = False,
+         adapter_names: tuple[str, ...] = ()) -> SiteRouter | None:
     """The site's router policy, validated whole; None when the site has none. `adapter_names`: the LoRA
-    adapters the plan serves (a caller's model allow-list may name them)."""
+    adapters the plan serves (a caller's model allow-list may name them). `spans_hosts`: the Ansible path
+    with a replica over several hosts, refused (its rank 0 serves on the host network, which the router,
+    on the deployment's internal Docker network, does not reach)."""
     path = policy_file(site_path)
     if not path.is_file():
         return None
@@ -67,6 +70,11 @@ def load(site_path: Path, *, name: str, vllm_container: str, vllm_port: int, ser
     if multi_host_fleet:
         raise RenderError(f"{where}: the router is not deployed with selfhost_fleet yet",
                           fix="turn selfhost_fleet off, or remove router/policy.yaml from the site")
+    if spans_hosts:
+        raise RenderError(f"{where}: the router is not deployed with a replica that spans hosts yet (rank 0's "
+                          "server runs on the host network, outside the internal network the router uses)",
+                          fix="remove router/policy.yaml from the site, or render --target kubernetes, where the "
+                              "router reaches the LeaderWorkerSet's Service")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
