@@ -220,7 +220,8 @@ def _last_audit(ctx) -> dict:
 
 def _keys(ctx, *args) -> dict:
     t0 = time.monotonic()
-    res = selfhost_cli("keys", *args, "-i", ctx["site"], "--json", cwd=ctx["tmp"], timeout=600)
+    # --name: the hosts may keep other deployments' releases too (test_multinode's, destroyed but kept)
+    res = selfhost_cli("keys", *args, "-i", ctx["site"], "--name", ctx["name"], "--json", cwd=ctx["tmp"], timeout=600)
     RESULTS[f"keys_{args[0]}_s"] = round(time.monotonic() - t0, 1)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return json.loads(res.stdout)
@@ -269,8 +270,8 @@ def test_labelled_keys_route_and_refuse_per_caller(routed):
         assert _request(routed, _chat("hello", model=routed["served"]))[:2] == (200, "local"), "the session key"
     finally:
         for label in ("team-open", "team-local"):  # leave the session's hosts with their own key only
-            selfhost_cli("keys", "revoke", "-i", routed["site"], "--label", label, "--yes", "--json",
-                         cwd=routed["tmp"], timeout=600)
+            selfhost_cli("keys", "revoke", "-i", routed["site"], "--name", routed["name"], "--label", label, "--yes",
+                         "--json", cwd=routed["tmp"], timeout=600)
 
 
 def test_egress_only_to_the_closed_api(routed):
